@@ -1,0 +1,5 @@
+import sys
+
+from voxelprompt.cli import main
+
+sys.exit(main())

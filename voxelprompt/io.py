@@ -1,0 +1,196 @@
+"""Reading and writing images and records, with checks that turn bad files into clear errors.
+
+Every writer goes through `atomic_output`: data lands in a temporary file next to the target and is
+renamed into place only when complete, so a killed job never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from voxelprompt.errors import InputError
+from voxelprompt.volume import Volume
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz")
+
+# Voxel sizes outside this range are header errors (e.g. metres written as millimetres), not scans.
+MIN_SPACING_MM = 0.05
+MAX_SPACING_MM = 20.0
+# Columns of the affine must be near-orthogonal: SimpleITK and the BIDS world cannot express shear.
+MAX_SHEAR_COSINE = 1e-3
+
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError)
+
+
+def image_suffix(path: str | Path) -> str | None:
+    name = str(path).lower()
+    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), None)
+
+
+def load_volume(path: str | Path) -> Volume:
+    """Load a 3D NIfTI or MGZ image as float32, or raise `InputError` naming the file and the problem.
+
+    A 4D image with a single volume (shape X x Y x Z x 1, common from converters) is read as 3D;
+    a 4D series is refused, since which volume to use (e.g. the b=1000 trace of a DWI) is a choice
+    the study must make.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if not path.is_file():
+        raise InputError(path, "is not a regular file")
+    if image_suffix(path) is None:
+        raise InputError(path, f"unsupported file type; expected one of {', '.join(IMAGE_SUFFIXES)}")
+    try:
+        image = nib.load(path)
+        shape = image.shape
+    except _READ_ERRORS as error:
+        raise InputError(path, f"cannot be read as an image ({_describe(error)})") from error
+
+    spatial_shape = _spatial_shape(path, shape)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    check_affine(path, affine)
+
+    try:
+        array = np.asarray(image.dataobj, dtype=np.float32).reshape(spatial_shape)
+    except _READ_ERRORS as error:
+        raise InputError(path, f"voxel data is truncated or corrupt ({_describe(error)})") from error
+
+    check_voxels(path, array)
+    return Volume(array, affine, image.header)
+
+
+def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) < 3:
+        raise InputError(path, f"is {len(shape)}D (shape {shape}); a 3D volume is required")
+    extra = shape[3:]
+    if any(n != 1 for n in extra):
+        raise InputError(
+            path,
+            f"is {len(shape)}D with {int(np.prod(extra))} volumes (shape {shape}); "
+            "pass a single 3D volume (for DWI, e.g. the b=1000 trace image)",
+        )
+    if min(shape[:3]) < 2:
+        raise InputError(path, f"has a single slice (shape {shape[:3]}); a 3D volume is required")
+    return tuple(int(n) for n in shape[:3])
+
+
+def check_affine(path: str | Path, affine: np.ndarray) -> None:
+    """Refuse affines that cannot place voxels in the world: non-finite, singular, sheared, absurd sizes."""
+    if not np.isfinite(affine).all():
+        raise InputError(path, "the affine contains NaN or Inf")
+    linear = affine[:3, :3]
+    if abs(np.linalg.det(linear)) < 1e-9:
+        raise InputError(path, "the affine is singular (voxels have no volume)")
+    spacing = np.sqrt((linear**2).sum(axis=0))
+    if spacing.min() < MIN_SPACING_MM or spacing.max() > MAX_SPACING_MM:
+        raise InputError(
+            path,
+            f"voxel size {np.round(spacing, 4).tolist()} mm is outside [{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm; "
+            "check the units in the header",
+        )
+    directions = linear / spacing
+    cosines = directions.T @ directions - np.eye(3)
+    if np.abs(cosines).max() > MAX_SHEAR_COSINE:
+        raise InputError(path, "the affine is sheared (voxel axes are not orthogonal)")
+
+
+def check_voxels(path: str | Path, array: np.ndarray) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise InputError(path, f"{int((~finite).sum())} voxels are NaN or Inf")
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise InputError(path, f"every voxel has the value {low:g}; the image is empty or constant")
+
+
+def save_volume(volume: Volume, path: str | Path, dtype: Any = np.float32) -> Path:
+    """Write NIfTI (.nii/.nii.gz) or MGZ, atomically. Masks should pass dtype=np.uint8."""
+    path = Path(path)
+    suffix = image_suffix(path)
+    if suffix is None:
+        raise ValueError(f"{path}: unsupported output type; expected one of {', '.join(IMAGE_SUFFIXES)}")
+    array = np.asarray(volume.array).astype(dtype, copy=False)
+    if suffix == ".mgz":
+        image = nib.MGHImage(array, volume.affine)
+    else:
+        image = nib.Nifti1Image(array, volume.affine)
+        # Both codes "aligned" unless the source said "scanner": keeps the meaning of world space.
+        code = _source_xform_code(volume.header)
+        image.set_sform(volume.affine, code=code)
+        image.set_qform(volume.affine, code=code)
+        image.header.set_xyzt_units("mm", "sec")
+    with atomic_output(path) as tmp:
+        nib.save(image, tmp)
+    return path
+
+
+def _source_xform_code(header: Any) -> int:
+    if isinstance(header, nib.Nifti1Header):
+        code = int(header["sform_code"]) or int(header["qform_code"])
+        if code:
+            return code
+    return 1  # scanner anatomical
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix); rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = image_suffix(path) or path.suffix
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; outputs must be readable like any other file the user writes.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise InputError(path, "file does not exist") from error
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"is not valid JSON ({error})") from error
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,89 @@
+"""Every output path of the workflow, in BIDS-derivative form, built in one place.
+
+Rules never format paths themselves: they ask `DerivativePaths` for a pattern (with Snakemake
+wildcards) and for concrete paths of a cohort row. An image is identified by four wildcards:
+`subject_path` (sub-01 or sub-01/ses-01), `datatype` (anat, dwi, ct), `entities` (sub-01_ses-01
+plus any acq/ce/run) and `suffix` (T1w, FLAIR, ...), so datasets with and without sessions share
+the same rules.
+
+Names:
+  <entities>_desc-preproc_<suffix>.nii.gz           preprocessed (RAS, cropped, [0, 1]), native space
+  <entities>_desc-preproc_<suffix>.json             its record: how to map back, raw intensity range
+  <entities>_space-<suffix>_desc-cranialcavity_mask.nii.gz   cranial cavity on that grid
+  <entities>_space-subject_desc-preproc_<suffix>.nii.gz      co-registered to the subject reference
+  <entities>_from-<suffix>_to-subject_mode-image_xfm.txt     ITK rigid transform (and .json record)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from voxelprompt.cohort import MODALITY_NAMING
+
+WILDCARD_CONSTRAINTS = {
+    "subject_path": r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
+    "datatype": "|".join(sorted({datatype for _, datatype in MODALITY_NAMING.values()})),
+    # Only source entities, so that derivative names (space-, desc-) never parse as an image.
+    "entities": r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?(_acq-[A-Za-z0-9]+)?(_ce-[A-Za-z0-9]+)?(_run-[A-Za-z0-9]+)?",
+    "suffix": "|".join(suffix for suffix, _ in MODALITY_NAMING.values()),
+}
+# BIDS orders derivative entities this way after the source entities.
+_DERIVATIVE_ENTITY_ORDER = ("from", "to", "mode", "space", "label", "desc")
+_IMAGE_KEYS = tuple(WILDCARD_CONSTRAINTS)
+
+
+class DerivativePaths:
+    def __init__(self, output_dir: str | Path = "results", log_dir: str | Path = "logs"):
+        self.output_dir = str(output_dir)
+        self.log_dir = str(log_dir)
+
+    # --- the one path builder -------------------------------------------------------------
+    def bids(self, image: Mapping[str, str] | None, suffix: str, extension: str, **entities: str) -> str:
+        ids = _image_ids(image)
+        unknown = set(entities) - set(_DERIVATIVE_ENTITY_ORDER)
+        if unknown:
+            raise ValueError(f"unknown derivative entities {sorted(unknown)}")
+        parts = [ids["entities"]] + [f"{key}-{entities[key]}" for key in _DERIVATIVE_ENTITY_ORDER if key in entities]
+        name = "_".join(parts + [suffix.format(**ids)]) + extension
+        return f"{self.output_dir}/{ids['subject_path']}/{ids['datatype']}/{name}"
+
+    # --- preprocessing ---------------------------------------------------------------------
+    def preprocessed_image(self, image: Mapping[str, str] | None = None) -> str:
+        return self.bids(image, "{suffix}", ".nii.gz", desc="preproc")
+
+    def preprocess_record(self, image: Mapping[str, str] | None = None) -> str:
+        return self.bids(image, "{suffix}", ".json", desc="preproc")
+
+    def cranial_cavity_mask(self, image: Mapping[str, str] | None = None) -> str:
+        return self.bids(image, "mask", ".nii.gz", space=_image_ids(image)["suffix"], desc="cranialcavity")
+
+    # --- co-registration ---------------------------------------------------------------------
+    def coregistered_image(self, image: Mapping[str, str] | None = None) -> str:
+        return self.bids(image, "{suffix}", ".nii.gz", space="subject", desc="preproc")
+
+    def transform(self, image: Mapping[str, str] | None = None) -> str:
+        suffix = _image_ids(image)["suffix"]
+        return self.bids(image, "xfm", ".txt", **{"from": suffix, "to": "subject", "mode": "image"})
+
+    def registration_record(self, image: Mapping[str, str] | None = None) -> str:
+        return self.transform(image)[: -len(".txt")] + ".json"
+
+    # --- logs and benchmarks (outside the BIDS tree) ------------------------------------------
+    def log(self, stage: str, image: Mapping[str, str] | None = None) -> str:
+        return f"{self.log_dir}/{stage}/{_image_file_stem(image)}.log"
+
+    def benchmark(self, stage: str, image: Mapping[str, str] | None = None) -> str:
+        return f"{self.log_dir}/benchmarks/{stage}/{_image_file_stem(image)}.tsv"
+
+
+def _image_file_stem(image: Mapping[str, str] | None) -> str:
+    ids = _image_ids(image)
+    return f"{ids['subject_path']}/{ids['datatype']}/{ids['entities']}_{ids['suffix']}"
+
+
+def _image_ids(image: Mapping[str, str] | None) -> dict[str, str]:
+    """Concrete identifiers of a cohort row, or Snakemake wildcards when `image` is None."""
+    if image is None:
+        return {key: "{" + key + "}" for key in _IMAGE_KEYS}
+    return {key: str(image[key]) for key in _IMAGE_KEYS}
