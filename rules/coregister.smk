@@ -13,6 +13,8 @@ rule coregister:
         image=paths.coregistered_image(),
         transform=paths.transform(),
         record=paths.registration_record(),
+    params:
+        cli=VOXELPROMPT,
     log:
         paths.log("coregister"),
     benchmark:
@@ -22,7 +24,7 @@ rule coregister:
         mem_mb=job_resources("coregister")["mem_mb"],
         runtime=job_resources("coregister")["runtime"],
     shell:
-        "{VOXELPROMPT} coregister --reference {input.reference:q} --reference-mask {input.reference_mask:q}"
+        "{params.cli} coregister --reference {input.reference:q} --reference-mask {input.reference_mask:q}"
         " --reference-record {input.reference_record:q} --moving {input.moving:q}"
         " --moving-mask {input.moving_mask:q} --moving-record {input.moving_record:q} --out-image {output.image:q} --out-transform {output.transform:q}"
         " --out-record {output.record:q} --threads {threads} > {log:q} 2>&1"

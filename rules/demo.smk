@@ -8,7 +8,8 @@ if config["input"]["kind"] == "demo":
             images=COHORT.images["path"].tolist(),
             description=f"{config['input']['path']}/dataset_description.json",
         params:
-            root=config["input"]["path"],
+            cli=VOXELPROMPT,
+            root=lambda wildcards, output: Path(output.description).parent,
         log:
             f"{config['log_dir']}/make_demo.log",
         benchmark:
@@ -18,4 +19,4 @@ if config["input"]["kind"] == "demo":
             mem_mb=job_resources("make_demo")["mem_mb"],
             runtime=job_resources("make_demo")["runtime"],
         shell:
-            "{VOXELPROMPT} make-demo {params.root:q} > {log:q} 2>&1"
+            "{params.cli} make-demo {params.root:q} > {log:q} 2>&1"

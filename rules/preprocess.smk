@@ -9,6 +9,7 @@ rule preprocess:
         mask=paths.cranial_cavity_mask(),
         record=paths.preprocess_record(),
     params:
+        cli=VOXELPROMPT,
         image=lambda wildcards: image_row(wildcards)["path"],
         modality=lambda wildcards: image_row(wildcards)["modality"],
     log:
@@ -20,6 +21,6 @@ rule preprocess:
         mem_mb=job_resources("preprocess")["mem_mb"],
         runtime=job_resources("preprocess")["runtime"],
     shell:
-        "{VOXELPROMPT} preprocess --image {params.image:q} --modality {params.modality}"
+        "{params.cli} preprocess --image {params.image:q} --modality {params.modality}"
         " --out-image {output.image:q} --out-mask {output.mask:q} --out-record {output.record:q}"
         " > {log:q} 2>&1"

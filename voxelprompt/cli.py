@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import SimpleITK as sitk
 
 from voxelprompt import __version__, cohort, demo
 from voxelprompt.errors import InputError
 from voxelprompt.io import atomic_output, load_volume, read_json, save_volume, write_json
-from voxelprompt.preprocess import MODALITIES, PreprocessRecord, initial_alignment, preprocess
-from voxelprompt.register import RegistrationSettings, register, resample, transform_to_ras_matrix, write_transform
+from voxelprompt.coregister import coregister
+from voxelprompt.preprocess import MODALITIES, Preprocessed, PreprocessRecord, preprocess
+from voxelprompt.register import write_transform
+from voxelprompt.study import read_samples_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +73,7 @@ def _samples(args: argparse.Namespace) -> None:
     if args.bids:
         study = cohort.from_bids(args.bids)
     else:
-        study = cohort.from_table(pd.read_csv(args.table, sep="\t", dtype=str), args.table)
+        study = cohort.from_table(read_samples_table(args.table), args.table)
     for problem in study.rejected:
         print(f"voxelprompt: skipped: {problem}", file=sys.stderr)
     table = study.images[cohort.COLUMNS]
@@ -97,47 +97,19 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 
 def _coregister(args: argparse.Namespace) -> None:
-    started = time.perf_counter()
-    reference = load_volume(args.reference)
-    if args.moving.resolve() == args.reference.resolve():
-        # The reference defines the subject space: identity transform, image unchanged.
-        transform = sitk.Euler3DTransform()
-        image, metric, iterations, stop = reference, None, 0, "reference image (identity)"
-    else:
-        moving = load_volume(args.moving)
-        initial = initial_alignment(
-            PreprocessRecord.from_dict(read_json(args.reference_record)),
-            PreprocessRecord.from_dict(read_json(args.moving_record)),
-        )
-        fit = register(
-            reference,
-            moving,
-            fixed_mask=load_volume(args.reference_mask),
-            moving_mask=load_volume(args.moving_mask),
-            initial_ras=initial,
-            settings=RegistrationSettings(threads=args.threads),
-        )
-        transform, metric, iterations, stop = fit.transform, fit.metric_value, fit.iterations, fit.stop_condition
-        image = resample(moving, reference.grid, transform)
-    write_transform(transform, args.out_transform)
-    save_volume(image, args.out_image, dtype=np.float32)
-    matrix = transform_to_ras_matrix(transform)
-    write_json(args.out_record, {
-        "reference": str(args.reference),
-        "moving": str(args.moving),
-        "transform": str(args.out_transform),
-        "transform_convention": "ITK: maps subject-space (reference) points to the moving image's space, LPS mm",
-        "ras_matrix": matrix.tolist(),
-        "rotation_deg": float(np.degrees(np.arccos(np.clip((np.trace(matrix[:3, :3]) - 1) / 2, -1, 1)))),
-        "translation_mm": float(np.linalg.norm(matrix[:3, 3])),
-        "metric": "Mattes mutual information (negative; lower is better)",
-        "metric_value": metric,
-        "iterations": iterations,
-        "stop_condition": stop,
-        "seconds": round(time.perf_counter() - started, 3),
-        "voxelprompt_version": __version__,
-    })
-    print(f"{args.moving} -> {args.reference}: metric {metric}, {iterations} iterations")
+    reference = _load_preprocessed(args.reference, args.reference_mask, args.reference_record)
+    is_reference = args.moving.resolve() == args.reference.resolve()
+    moving = None if is_reference else _load_preprocessed(args.moving, args.moving_mask, args.moving_record)
+    result = coregister(reference, moving, threads=args.threads)
+    write_transform(result.transform, args.out_transform)
+    save_volume(result.image, args.out_image, dtype=np.float32)
+    write_json(args.out_record, result.record | {"transform": str(args.out_transform)})
+    print(f"{args.moving} -> {args.reference}: {result.record['rotation_deg']:.1f} deg, "
+          f"{result.record['translation_mm']:.1f} mm, metric {result.record['metric_value']}")
+
+
+def _load_preprocessed(image: Path, mask: Path, record: Path) -> Preprocessed:
+    return Preprocessed(load_volume(image), load_volume(mask), PreprocessRecord.from_dict(read_json(record)))
 
 
 if __name__ == "__main__":

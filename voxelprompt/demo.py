@@ -46,7 +46,7 @@ def make_demo_study(root: str | Path) -> list[Path]:
     for entry in study["images"]:
         source = package_file(entry["package"], entry["file"])
         volume = load_volume(source)
-        moved = _moved(volume, entry, study["max_rotation_deg"], study["max_translation_mm"])
+        moved = _moved(volume, entry)
         path = root / _relative_path(entry)
         save_volume(moved, path, dtype=np.dtype(entry["dtype"]))
         write_json(path.with_name(path.name.replace(".nii.gz", ".json")), {
@@ -91,15 +91,25 @@ def random_rigid_ras(seed: int, max_rotation_deg: float, max_translation_mm: flo
     return motion
 
 
-def _moved(volume: Volume, entry: dict[str, Any], max_rotation_deg: float, max_translation_mm: float) -> Volume:
-    # Rotate about the image centre so that the head stays inside a field of view like the source's.
+def centred_motion_ras(volume: Volume, seed: int, max_rotation_deg: float, max_translation_mm: float) -> np.ndarray:
+    """A seeded random rigid motion about the centre of `volume`'s field of view (4x4, RAS mm), so
+    that the moved head stays inside a field of view like the source's."""
     centre = volume.grid.world_coordinates_mm((np.asarray(volume.shape) - 1)[None] / 2)[0]
     to_centre, back = np.eye(4), np.eye(4)
     to_centre[:3, 3], back[:3, 3] = -centre, centre
-    motion = back @ random_rigid_ras(entry["seed"], max_rotation_deg, max_translation_mm) @ to_centre
+    return back @ random_rigid_ras(seed, max_rotation_deg, max_translation_mm) @ to_centre
+
+
+def image_motion_ras(entry: dict[str, Any], source: Volume) -> np.ndarray:
+    """The motion applied to one demo image (an entry of the manifest) and its source volume."""
+    study = manifest()
+    return centred_motion_ras(source, entry["seed"], study["max_rotation_deg"], study["max_translation_mm"])
+
+
+def _moved(volume: Volume, entry: dict[str, Any]) -> Volume:
     # Moving the affine moves the head in the world; resampling onto an axis-aligned grid then makes
     # the motion part of the voxel data, as in a real scan of a head positioned differently.
-    moved = Volume(volume.array, motion @ volume.affine).resampled_to(volume.grid, order=1)
+    moved = Volume(volume.array, image_motion_ras(entry, volume) @ volume.affine).resampled_to(volume.grid, order=1)
     if entry["spacing_mm"]:
         moved = moved.resampled_to_spacing(tuple(entry["spacing_mm"]), order=1)
     return moved.reoriented(entry["axcodes"])

@@ -53,7 +53,7 @@ def load_volume(path: str | Path) -> Volume:
     if image_suffix(path) is None:
         raise InputError(path, f"unsupported file type; expected one of {', '.join(IMAGE_SUFFIXES)}")
     try:
-        image = nib.load(path)
+        image = _read_image(path)
         shape = image.shape
     except _READ_ERRORS as error:
         raise InputError(path, f"cannot be read as an image ({_describe(error)})") from error
@@ -69,6 +69,19 @@ def load_volume(path: str | Path) -> Volume:
 
     check_voxels(path, array)
     return Volume(array, affine, image.header)
+
+
+def _read_image(path: Path) -> nib.spatialimages.SpatialImage:
+    """nibabel reads a gzip stream only as far as the header says, so a damaged tail or a bad CRC
+    could pass unnoticed; decompressing the whole stream first makes gzip check it."""
+    if path.name.lower().endswith((".gz", ".mgz")):
+        data = gzip.decompress(path.read_bytes())
+        kind = nib.MGHImage if path.name.lower().endswith(".mgz") else nib.Nifti1Image
+        header_size = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
+        if kind is nib.Nifti1Image and 540 in header_size:  # NIfTI-2 headers are 540 bytes
+            kind = nib.Nifti2Image
+        return kind.from_bytes(data)
+    return nib.load(path)
 
 
 def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -177,6 +190,8 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
         raise InputError(path, "file does not exist") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(path, f"cannot be read ({_describe(error)})") from error
     except json.JSONDecodeError as error:
         raise InputError(path, f"is not valid JSON ({error})") from error
 

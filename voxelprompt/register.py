@@ -103,7 +103,7 @@ def register(
     if initial_ras is not None and not similarity:
         initial = rigid_transform_from_ras(initial_ras, centre_ras=_centroid_ras(fixed_mask if fixed_mask else fixed))
     else:
-        kind = sitk.Similarity3DTransform() if similarity else sitk.Euler3DTransform()
+        kind = sitk.Similarity3DTransform() if similarity else sitk.VersorRigid3DTransform()
         initial = sitk.CenteredTransformInitializer(
             fixed_image, moving_image, kind, sitk.CenteredTransformInitializerFilter.MOMENTS
         )
@@ -140,7 +140,7 @@ def register(
     )
 
 
-def rigid_transform_from_ras(matrix_ras: np.ndarray, centre_ras: np.ndarray) -> sitk.Euler3DTransform:
+def rigid_transform_from_ras(matrix_ras: np.ndarray, centre_ras: np.ndarray) -> sitk.VersorRigid3DTransform:
     """The rotation + translation nearest to a 4x4 RAS matrix (scale and shear removed by polar
     decomposition), as an ITK transform rotating about `centre_ras`."""
     u, _, vt = np.linalg.svd(matrix_ras[:3, :3])
@@ -154,7 +154,8 @@ def rigid_transform_from_ras(matrix_ras: np.ndarray, centre_ras: np.ndarray) -> 
     rigid[:3, 3] = centre_target - rotation @ centre_ras
     lps = _LPS_FROM_RAS @ rigid @ _LPS_FROM_RAS
     centre_lps = (_LPS_FROM_RAS[:3, :3] @ centre_ras)
-    transform = sitk.Euler3DTransform()
+    # A versor has no gimbal lock: Euler angles cannot represent some rotations (e.g. +y onto +z).
+    transform = sitk.VersorRigid3DTransform()
     transform.SetCenter(centre_lps.tolist())
     transform.SetMatrix(lps[:3, :3].flatten().tolist())
     # p' = R (p - c) + c + t  =>  t = R c + t_lps - c
@@ -174,11 +175,11 @@ def _mask_image(mask: Volume) -> sitk.Image:
 
 
 def _flatten(transform: sitk.Transform) -> sitk.Transform:
-    """Registration returns a composite; keep one plain rigid (Euler) or affine transform instead."""
+    """Registration returns a composite; keep one plain rigid (versor or Euler) or affine transform."""
     if isinstance(transform, sitk.CompositeTransform) and transform.GetNumberOfTransforms() == 1:
         transform = transform.GetNthTransform(0)
     transform = transform.Downcast()
-    if isinstance(transform, (sitk.Euler3DTransform, sitk.AffineTransform)):
+    if isinstance(transform, (sitk.VersorRigid3DTransform, sitk.Euler3DTransform, sitk.AffineTransform)):
         return transform
     affine = sitk.AffineTransform(3)
     affine.SetMatrix(transform.GetMatrix())
@@ -193,6 +194,16 @@ def resample(moving: Volume, grid: Grid, transform: sitk.Transform, *, nearest: 
     interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
     image = sitk.Resample(to_sitk(moving), reference, transform, interpolator, 0.0, sitk.sitkFloat32)
     return from_sitk(image)
+
+
+def to_image_grid(volume: Volume, transform: sitk.Transform, grid: Grid, *, nearest: bool = True) -> Volume:
+    """Map an array on the subject (reference) grid onto another image's own grid.
+
+    `transform` is that image's registration (subject point -> image point); its inverse carries
+    the image's voxel positions back into subject space, where `volume` is sampled. Used to put
+    masks on each original scan of a subject.
+    """
+    return resample(volume, grid, transform.GetInverse(), nearest=nearest)
 
 
 def write_transform(transform: sitk.Transform, path: str | Path) -> Path:

@@ -146,9 +146,10 @@ class Volume:
         old_spacing = self.spacing_mm
         extent_mm = np.asarray(self.shape) * old_spacing
         new_shape = np.maximum(1, np.round(extent_mm / new_spacing)).astype(int)
-        # Keep the field of view centred: corner voxel centres move by half the voxel-size change.
-        scale = np.diag(np.append(new_spacing / old_spacing, 1.0))
-        scale[:3, 3] = (new_spacing / old_spacing - 1) / 2
+        # Keep the centre of the field of view where it was, whatever the rounding of the shape.
+        ratio = new_spacing / old_spacing
+        scale = np.diag(np.append(ratio, 1.0))
+        scale[:3, 3] = ((np.asarray(self.shape) - 1) - (new_shape - 1) * ratio) / 2
         return self.resampled_to(Grid(tuple(new_shape), self.affine @ scale), order=order)
 
 

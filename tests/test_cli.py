@@ -1,0 +1,71 @@
+"""The command line the rules call: clear errors on bad input, and nothing left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from voxelprompt import __version__
+
+
+def voxelprompt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voxelprompt", *args], capture_output=True, text=True, timeout=300)
+
+
+def _write(path, array, affine=None):
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: _write(p, np.full((20, 20, 20), np.nan, np.float32)), "voxels are NaN or Inf"),
+        (lambda p: _write(p, np.ones((20, 20, 20, 3), np.float32)), "3 volumes"),
+        (lambda p: _write(p, np.ones((20, 20), np.float32)), "is 2D"),
+        (lambda p: p.write_bytes(b"\x1f\x8b\x08\x00garbage"), "cannot be read"),
+        (lambda p: _write(p, np.ones((20, 20, 20), np.float32)), "constant"),
+        (lambda p: _write(p, np.random.rand(20, 20, 20).astype(np.float32), np.diag([1e-3, 1e-3, 1e-3, 1])), "voxel size"),
+    ],
+    ids=["nan", "4d", "2d", "corrupt-gzip", "constant", "absurd-voxels"],
+)
+def test_preprocess_refuses_bad_input_with_the_file_named_and_writes_nothing(tmp_path, make, problem):
+    image = tmp_path / "scan.nii.gz"
+    make(image)
+    out = tmp_path / "out"
+    result = voxelprompt(
+        "preprocess", "--image", str(image), "--modality", "T1w",
+        "--out-image", str(out / "image.nii.gz"), "--out-mask", str(out / "mask.nii.gz"),
+        "--out-record", str(out / "record.json"),
+    )
+    assert result.returncode == 1
+    assert f"voxelprompt: error: {image}: " in result.stderr and problem in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_samples_lists_the_images_of_a_bids_dataset(tmp_path):
+    dataset = tmp_path / "bids"
+    (dataset / "sub-01/anat").mkdir(parents=True)
+    (dataset / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    _write(dataset / "sub-01/anat/sub-01_T1w.nii.gz", np.random.rand(4, 4, 4).astype(np.float32))
+    _write(dataset / "sub-01/anat/sub-01_acq-x_T2w.nii.gz", np.random.rand(4, 4, 4).astype(np.float32))
+    result = voxelprompt("samples", "--bids", str(dataset))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t")[:4] == ["subject", "session", "modality", "path"]
+    assert [line.split("\t")[2] for line in lines[1:]] == ["T1w", "T2w"]
+
+
+def test_samples_reports_a_missing_table_without_a_traceback(tmp_path):
+    result = voxelprompt("samples", "--table", str(tmp_path / "missing.tsv"))
+    assert result.returncode == 1
+    assert "missing.tsv: samples table does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version():
+    assert voxelprompt("--version").stdout.strip() == f"voxelprompt {__version__}"
