@@ -67,11 +67,6 @@ def brain_points_mm(brain: Volume, every: int = 50) -> np.ndarray:
     return brain.grid.world_coordinates_mm(np.argwhere(brain.array > 0)[::every].astype(float))
 
 
-def mean_displacement_mm(points: np.ndarray, estimated: np.ndarray, true: np.ndarray) -> float:
-    homogeneous = np.c_[points, np.ones(len(points))]
-    return float(np.linalg.norm((homogeneous @ estimated.T - homogeneous @ true.T)[:, :3], axis=1).mean())
-
-
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     return float(2 * (a & b).sum() / (a.sum() + b.sum()))

@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import brain_points_mm, dice, inverted_contrast, mean_displacement_mm
+from conftest import brain_points_mm, dice, inverted_contrast
 
 from voxelprompt.coregister import coregister
-from voxelprompt.demo import centred_motion_ras
+from voxelprompt.demo import centred_motion_ras, reacquired
 from voxelprompt.preprocess import preprocess, to_original_grid
-from voxelprompt.register import to_image_grid
-from voxelprompt.volume import Grid, Volume
+from voxelprompt.register import mean_displacement_mm, to_image_grid
+from voxelprompt.volume import Volume
 
 MAX_ROTATION_DEG = 15.0
 MAX_TRANSLATION_MM = 15.0
 
 
 def moved_scan(volume: Volume, motion_ras: np.ndarray, spacing_mm: float = 1.1) -> Volume:
-    """The head moved by `motion_ras` (about the image centre), acquired on an axis-aligned grid."""
-    centre = volume.grid.world_coordinates_mm((np.asarray(volume.shape) - 1)[None] / 2)[0]
-    grid_shape = np.ceil(np.asarray(volume.shape) * volume.spacing_mm / spacing_mm).astype(int)
-    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
-    affine[:3, 3] = centre - (grid_shape - 1) / 2 * spacing_mm
-    return Volume(volume.array, motion_ras @ volume.affine).resampled_to(Grid(tuple(grid_shape), affine), order=1)
+    return reacquired(volume, motion_ras, (spacing_mm,) * 3)
 
 
 def centred_motion(volume: Volume, seed: int) -> np.ndarray:

@@ -15,10 +15,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm, mean_displacement_mm
+from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 
 from voxelprompt import demo
 from voxelprompt.io import load_volume, save_volume
+from voxelprompt.register import mean_displacement_mm
 from voxelprompt.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]

@@ -106,13 +106,17 @@ def image_motion_ras(entry: dict[str, Any], source: Volume) -> np.ndarray:
     return centred_motion_ras(source, entry["seed"], study["max_rotation_deg"], study["max_translation_mm"])
 
 
+def reacquired(volume: Volume, motion_ras: np.ndarray, spacing_mm: tuple[float, float, float] | None = None) -> Volume:
+    """The head of `volume` moved by `motion_ras` and sampled on a grid like the source's (same
+    orientation and field of view; optionally another voxel size), as a scan of a head positioned
+    differently would be: the motion is in the voxel data, not in the affine."""
+    grid = volume.grid if spacing_mm is None else volume.grid.with_spacing(spacing_mm)
+    return Volume(volume.array, motion_ras @ volume.affine).resampled_to(grid, order=1)
+
+
 def _moved(volume: Volume, entry: dict[str, Any]) -> Volume:
-    # Moving the affine moves the head in the world; resampling onto an axis-aligned grid then makes
-    # the motion part of the voxel data, as in a real scan of a head positioned differently.
-    moved = Volume(volume.array, image_motion_ras(entry, volume) @ volume.affine).resampled_to(volume.grid, order=1)
-    if entry["spacing_mm"]:
-        moved = moved.resampled_to_spacing(tuple(entry["spacing_mm"]), order=1)
-    return moved.reoriented(entry["axcodes"])
+    spacing = tuple(entry["spacing_mm"]) if entry["spacing_mm"] else None
+    return reacquired(volume, image_motion_ras(entry, volume), spacing).reoriented(entry["axcodes"])
 
 
 def _relative_path(entry: dict[str, Any]) -> str:

@@ -51,6 +51,13 @@ class Registration:
         return transform_to_ras_matrix(self.transform)
 
 
+def mean_displacement_mm(points_ras: np.ndarray, matrix_a: np.ndarray, matrix_b: np.ndarray) -> float:
+    """Mean distance between where two 4x4 RAS transforms send the same (N, 3) points: the
+    registration error when one of them is the truth."""
+    homogeneous = np.c_[points_ras, np.ones(len(points_ras))]
+    return float(np.linalg.norm((homogeneous @ (matrix_a - matrix_b).T)[:, :3], axis=1).mean())
+
+
 def to_sitk(volume: Volume, dtype: int = sitk.sitkFloat32) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array.transpose(2, 1, 0)))
     image = sitk.Cast(image, dtype)

@@ -42,6 +42,17 @@ class Grid:
     def axcodes(self) -> str:
         return "".join(nib.aff2axcodes(self.affine))
 
+    def with_spacing(self, spacing_mm: float | tuple[float, float, float]) -> Grid:
+        """A grid with this orientation and field of view (same centre) and the given voxel size."""
+        new_spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
+        ratio = new_spacing / self.spacing_mm
+        shape = np.asarray(self.shape)
+        new_shape = np.maximum(1, np.round(shape / ratio)).astype(int)
+        scale = np.diag(np.append(ratio, 1.0))
+        # Keep the centre of the field of view where it was, whatever the rounding of the shape.
+        scale[:3, 3] = ((shape - 1) - (new_shape - 1) * ratio) / 2
+        return Grid(tuple(new_shape), self.affine @ scale)
+
     def world_coordinates_mm(self, voxel_indices: np.ndarray) -> np.ndarray:
         """(N, 3) voxel indices -> (N, 3) RAS mm."""
         return voxel_indices @ self.affine[:3, :3].T + self.affine[:3, 3]
@@ -61,8 +72,8 @@ class Grid:
 class Volume:
     """A 3D image: `array[i, j, k]` sits at world position `affine @ (i, j, k, 1)` (RAS mm).
 
-    `header` keeps the source file's header (NIfTI or MGH) for provenance; operations drop it
-    only where it would lie about the new array.
+    `header` keeps the source file's header (NIfTI or MGH): it describes the file the volume came
+    from (e.g. whether world space is scanner space), not the array after reorientation.
     """
 
     array: np.ndarray
@@ -142,15 +153,7 @@ class Volume:
 
     def resampled_to_spacing(self, spacing_mm: float | tuple[float, float, float], order: int = 1) -> Volume:
         """This image on a grid with the given voxel size and the same orientation and extent."""
-        new_spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
-        old_spacing = self.spacing_mm
-        extent_mm = np.asarray(self.shape) * old_spacing
-        new_shape = np.maximum(1, np.round(extent_mm / new_spacing)).astype(int)
-        # Keep the centre of the field of view where it was, whatever the rounding of the shape.
-        ratio = new_spacing / old_spacing
-        scale = np.diag(np.append(ratio, 1.0))
-        scale[:3, 3] = ((np.asarray(self.shape) - 1) - (new_shape - 1) * ratio) / 2
-        return self.resampled_to(Grid(tuple(new_shape), self.affine @ scale), order=order)
+        return self.resampled_to(self.grid.with_spacing(spacing_mm), order=order)
 
 
 def _as_signed_permutation(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
