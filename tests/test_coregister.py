@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 from conftest import brain_points_mm, dice, inverted_contrast
 
 from voxelprompt.coregister import coregister
@@ -48,6 +49,21 @@ def test_inverted_contrast_error_is_below_one_millimetre(mni_t1, mni_brain):
 def test_real_flair_to_t1_error_is_below_one_millimetre(mni_t1, mean_flair, mni_brain):
     """The mean FLAIR template lives in the same MNI152NLin6 space as the T1w: truth is the motion."""
     assert registration_error_mm(mni_t1, mean_flair, mni_brain, seed=3, modality="FLAIR") < 1.0
+
+
+def test_real_flair_at_the_largest_motion_is_below_one_millimetre(mni_t1, mean_flair, mni_brain):
+    """Exactly 15 degrees about an oblique axis and 15 mm: the edge of the specification."""
+    rotation = Rotation.from_rotvec(np.deg2rad(MAX_ROTATION_DEG) * np.array([1.0, -2.0, 1.5]) / np.linalg.norm([1, -2, 1.5]))
+    rigid = np.eye(4)
+    rigid[:3, :3] = rotation.as_matrix()
+    rigid[:3, 3] = MAX_TRANSLATION_MM * np.array([0.6, 0.0, -0.8])
+    centre = mni_t1.grid.world_coordinates_mm((np.asarray(mni_t1.shape) - 1)[None] / 2)[0]
+    to_centre, back = np.eye(4), np.eye(4)
+    to_centre[:3, 3], back[:3, 3] = -centre, centre
+    motion = back @ rigid @ to_centre
+
+    result = coregister(preprocess(mni_t1, "T1w"), preprocess(moved_scan(mean_flair, motion), "FLAIR"))
+    assert mean_displacement_mm(brain_points_mm(mni_brain), np.asarray(result.record["ras_matrix"]), motion) < 1.0
 
 
 @pytest.mark.slow
