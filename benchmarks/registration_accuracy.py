@@ -17,7 +17,8 @@ import statistics
 import numpy as np
 
 from voxelprompt.coregister import coregister
-from voxelprompt.demo import centred_motion_ras, package_file, reacquired
+from voxelprompt.demo import centred_motion_ras, reacquired
+from voxelprompt.packaged_data import package_file
 from voxelprompt.io import load_volume
 from voxelprompt.preprocess import preprocess
 from voxelprompt.register import mean_displacement_mm

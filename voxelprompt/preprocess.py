@@ -159,7 +159,7 @@ def cranial_cavity_mask(volume: Volume, head: np.ndarray) -> tuple[np.ndarray, s
     settings = RegistrationSettings(shrink_factors=(2, 1), smoothing_sigmas_mm=(6.0, 3.0), sampling_fraction=0.5)
     try:
         fit = register(small, template, fixed_mask=small.with_array(ndimage.binary_dilation(small_head, iterations=2)),
-                       similarity=True, settings=settings)
+                       kind="similarity", settings=settings)
     except RuntimeError as error:  # ITK reports a failed optimisation as RuntimeError
         warnings.warn(f"cranial-cavity template alignment failed ({error}); using the head mask", stacklevel=2)
         return head, "head-mask", None

@@ -21,6 +21,11 @@ from voxelprompt.io import atomic_output
 from voxelprompt.volume import Grid, Volume
 
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_TRANSFORM_KINDS = {
+    "rigid": sitk.VersorRigid3DTransform,
+    "similarity": sitk.Similarity3DTransform,
+    "affine": lambda: sitk.AffineTransform(3),
+}
 
 
 @dataclass(frozen=True)
@@ -97,22 +102,24 @@ def register(
     fixed_mask: Volume | None = None,
     moving_mask: Volume | None = None,
     initial_ras: np.ndarray | None = None,
-    similarity: bool = False,
+    kind: str = "rigid",
     settings: RegistrationSettings = RegistrationSettings(),
 ) -> Registration:
-    """Align `moving` to `fixed`: rigid (6 dof) by default, similarity (7 dof) for templates.
+    """Align `moving` to `fixed`: `kind` is "rigid" (6 dof, within a subject), "similarity"
+    (7 dof, a template to a head) or "affine" (12 dof, one template to another).
 
     Masks restrict the metric to the head (or cranial cavity), so that necks, shoulders and
     background never drive the alignment. `initial_ras` (fixed RAS -> moving RAS) starts the
     optimiser from a known estimate; without it, the centres of mass are aligned.
     """
     fixed_image, moving_image = to_sitk(fixed), to_sitk(moving)
-    if initial_ras is not None and not similarity:
+    if kind not in _TRANSFORM_KINDS:
+        raise ValueError(f"unknown registration kind {kind!r}; expected one of {', '.join(_TRANSFORM_KINDS)}")
+    if initial_ras is not None and kind == "rigid":
         initial = rigid_transform_from_ras(initial_ras, centre_ras=_centroid_ras(fixed_mask if fixed_mask else fixed))
     else:
-        kind = sitk.Similarity3DTransform() if similarity else sitk.VersorRigid3DTransform()
         initial = sitk.CenteredTransformInitializer(
-            fixed_image, moving_image, kind, sitk.CenteredTransformInitializerFilter.MOMENTS
+            fixed_image, moving_image, _TRANSFORM_KINDS[kind](), sitk.CenteredTransformInitializerFilter.MOMENTS
         )
 
     method = sitk.ImageRegistrationMethod()

