@@ -1,0 +1,67 @@
+"""Random spatial variation of an anatomy: a global affine and a smooth non-linear deformation.
+
+A deformed label map is the ground truth of one synthetic subject; every image of the subject is
+then rendered from it, so all of them share its world space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from voxelprompt.volume import Volume
+
+
+@dataclass(frozen=True)
+class DeformationSettings:
+    max_rotation_deg: float = 12.0
+    max_scaling: float = 0.10  # relative, per axis
+    max_shear: float = 0.03
+    max_translation_mm: float = 8.0
+    max_displacement_mm: float = 3.0  # standard deviation of the smooth field, drawn per subject
+    control_spacing_mm: float = 32.0  # spacing of the random field's control points
+
+
+def random_affine_ras(rng: np.random.Generator, settings: DeformationSettings) -> np.ndarray:
+    """A 4x4 RAS matrix: rotation, scaling and shear about the origin, then a translation."""
+    rotation = Rotation.from_rotvec(np.deg2rad(rng.uniform(-1, 1, 3) * settings.max_rotation_deg / np.sqrt(3)))
+    scaling = np.diag(1 + rng.uniform(-1, 1, 3) * settings.max_scaling)
+    shear = np.eye(3)
+    shear[np.triu_indices(3, 1)] = rng.uniform(-1, 1, 3) * settings.max_shear
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation.as_matrix() @ scaling @ shear
+    matrix[:3, 3] = rng.uniform(-1, 1, 3) * settings.max_translation_mm
+    return matrix
+
+
+def smooth_displacement_mm(shape: tuple[int, int, int], spacing_mm: np.ndarray, rng: np.random.Generator,
+                           settings: DeformationSettings) -> np.ndarray:
+    """(3, *shape) displacement in mm: random values on a coarse control grid, cubic upsampling."""
+    control = np.maximum(2, np.ceil(np.asarray(shape) * spacing_mm / settings.control_spacing_mm)).astype(int) + 1
+    amplitude = rng.uniform(0, settings.max_displacement_mm)
+    coarse = rng.normal(0, amplitude, (3, *control))
+    return np.stack([upsample(component, shape) for component in coarse])
+
+
+def upsample(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Cubic-spline upsampling of a coarse field to exactly `shape` (edges repeated if rounding falls short)."""
+    fine = ndimage.zoom(coarse, [n / c for n, c in zip(shape, coarse.shape)], order=3, mode="nearest")
+    fine = fine[tuple(slice(0, n) for n in shape)]
+    return np.pad(fine, [(0, n - m) for n, m in zip(shape, fine.shape)], mode="edge")
+
+
+def deform(labels: Volume, rng: np.random.Generator, settings: DeformationSettings = DeformationSettings()) -> Volume:
+    """`labels` warped by a random affine and smooth deformation, on the same grid (nearest neighbour)."""
+    affine = random_affine_ras(rng, settings)
+    shape = labels.shape
+    displacement = smooth_displacement_mm(shape, labels.spacing_mm, rng, settings)
+    # Output voxel -> world -> displaced -> moved by the affine's inverse -> source voxel.
+    index = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    world = labels.affine[:3, :3] @ index + labels.affine[:3, 3:4] + displacement.reshape(3, -1)
+    source_from_world = np.linalg.inv(labels.affine) @ np.linalg.inv(affine)
+    source = source_from_world[:3, :3] @ world + source_from_world[:3, 3:4]
+    warped = ndimage.map_coordinates(labels.array, source, order=0, mode="constant", cval=0)
+    return labels.with_array(warped.reshape(shape).astype(labels.array.dtype))
