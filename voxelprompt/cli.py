@@ -16,6 +16,10 @@ from voxelprompt.coregister import coregister
 from voxelprompt.preprocess import MODALITIES, Preprocessed, PreprocessRecord, preprocess
 from voxelprompt.register import write_transform
 from voxelprompt.study import read_samples_table
+from voxelprompt.synth import contrast
+from voxelprompt.synth.cohort import CohortSettings, write_cohort
+from voxelprompt.synth.labels import reference_markdown
+from voxelprompt.synth.lesions import lesion_classes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     coreg.add_argument("--threads", type=int, default=1)
     coreg.set_defaults(run=_coregister)
 
+    synth = commands.add_parser("synth-cohort", help="write a synthetic BIDS cohort with its ground truth")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--subjects", type=int, default=4)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--contrasts", default="T1w,T2w,FLAIR",
+                       help=f"comma-separated, from {','.join(contrast.CONTRASTS)} (DWI brings its ADC)")
+    synth.add_argument("--sessions", type=int, default=1)
+    synth.add_argument("--lesions", default="tumour", help=f"comma-separated classes ({','.join(lesion_classes())}), or none")
+    synth.add_argument("--spacing-mm", type=float, default=None, help="render at this isotropic resolution (default 1 mm)")
+    synth.add_argument("--jobs", type=int, default=1, help="subjects generated in parallel")
+    synth.set_defaults(run=_synth_cohort)
+
+    reference = commands.add_parser("label-reference", help="write the reference page of every prompt-able target")
+    reference.add_argument("out", type=Path)
+    reference.set_defaults(run=_label_reference)
+
     args = parser.parse_args(argv)
     try:
         args.run(args)
@@ -82,6 +102,24 @@ def _samples(args: argparse.Namespace) -> None:
             table.to_csv(tmp, sep="\t", index=False)
     else:
         print(table.to_csv(sep="\t", index=False), end="")
+
+
+def _synth_cohort(args: argparse.Namespace) -> None:
+    contrasts = tuple(c.strip() for c in args.contrasts.split(",") if c.strip())
+    unknown = sorted(set(contrasts) - set(contrast.CONTRASTS))
+    lesions = () if args.lesions.strip() in ("", "none") else tuple(c.strip() for c in args.lesions.split(","))
+    unknown += sorted(set(lesions) - set(lesion_classes()))
+    if unknown:
+        raise InputError("--contrasts/--lesions", f"unknown name(s): {', '.join(unknown)}")
+    settings = CohortSettings(subjects=args.subjects, seed=args.seed, contrasts=contrasts, sessions=args.sessions,
+                              lesion_classes=lesions, spacing_mm=args.spacing_mm)
+    print(write_cohort(args.out, settings, jobs=args.jobs))
+
+
+def _label_reference(args: argparse.Namespace) -> None:
+    with atomic_output(args.out) as tmp:
+        tmp.write_text(reference_markdown())
+    print(args.out)
 
 
 def _preprocess(args: argparse.Namespace) -> None:

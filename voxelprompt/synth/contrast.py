@@ -23,8 +23,12 @@ from voxelprompt.synth import labels as vocabulary
 from voxelprompt.synth.spatial import upsample
 from voxelprompt.volume import Grid, Volume
 
-CONTRASTS = ("T1w", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
+CONTRASTS = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
 B_VALUE_S_PER_MM2 = 1000.0
+# The intensity channels rendered for a contrast, and the prior each channel draws from. DWI and ADC
+# come together from a T2-like S0 and the ADC; a post-contrast T1w shares the T1w's tissue priors.
+CHANNELS = {"DWI": ("S0", "ADC"), "ADC": ("S0", "ADC")}
+PRIOR_OF = {"T1w+ce": "T1w"}
 _ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PIR", "ASL", "LIA", "SPR")
 
 
@@ -36,11 +40,14 @@ class Acquisition:
     bias_strength: float  # std of the log bias field (MRI)
 
     @classmethod
-    def random(cls, rng: np.random.Generator, thick_slice_probability: float = 0.3) -> Acquisition:
-        in_plane = rng.uniform(0.8, 1.3)
+    def random(cls, rng: np.random.Generator, base_spacing_mm: float = 1.0,
+               thick_slice_probability: float = 0.3) -> Acquisition:
+        """Voxels 0.8-1.3x the label map's (never finer than it carries detail for), or thick slices
+        of 3-6 mm along one axis (e.g. 0.9 x 0.9 x 5 mm); a random on-disk orientation."""
+        in_plane = base_spacing_mm * rng.uniform(0.8, 1.3)
         spacing = np.full(3, in_plane)
         if rng.random() < thick_slice_probability:
-            spacing[rng.integers(3)] = rng.uniform(3.0, 6.0)  # e.g. 0.9 x 0.9 x 5 mm
+            spacing[rng.integers(3)] = max(rng.uniform(3.0, 6.0), 1.5 * in_plane)
         else:
             spacing *= rng.uniform(0.9, 1.1, 3)
         axcodes = _ORIENTATIONS[rng.integers(len(_ORIENTATIONS))]
@@ -52,50 +59,52 @@ def priors() -> dict[str, Any]:
     return json.loads((resources.files("voxelprompt") / "data" / "synth" / "contrast_priors.json").read_text())
 
 
-def label_means(contrast: str, rng: np.random.Generator) -> dict[int, float]:
-    """Mean intensity of every base label: one draw per label from its tissue class's range."""
-    table = priors()["means"][contrast]
+def label_means(channel: str, rng: np.random.Generator) -> dict[int, float]:
+    """Mean intensity of every base label in a channel: one draw per label from its tissue's range."""
+    table = priors()["means"][PRIOR_OF.get(channel, channel)]
     return {label.id: float(rng.uniform(*table[label.tissue])) for label in vocabulary.base_labels()}
 
 
+def channels(contrast: str) -> tuple[str, ...]:
+    return CHANNELS.get(contrast, (contrast,))
+
+
 def render(label_map: Volume, contrast: str, rng: np.random.Generator, acquisition: Acquisition | None = None,
-           means: dict[int, float] | None = None) -> dict[str, Volume]:
+           means: dict[str, dict[int, float]] | None = None) -> dict[str, Volume]:
     """Images of `contrast` (DWI also gives its ADC) from a label map, keyed by contrast.
 
-    `means` fixes per-label means (e.g. to paint lesions with chosen signal); otherwise drawn.
+    `means` gives, per channel (see `channels`), the mean of every label in the map, e.g. to paint
+    lesions with chosen signal; channels not given are drawn from the priors (base labels only).
     The label map's world space is kept: images land where the labels are.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"unknown contrast {contrast!r}; expected one of {', '.join(CONTRASTS)}")
-    acquisition = acquisition or Acquisition.random(rng)
+    acquisition = acquisition or Acquisition.random(rng, float(label_map.spacing_mm.min()))
+    chosen = {channel: dict((means or {}).get(channel) or label_means(channel, rng)) for channel in channels(contrast)}
     if contrast in ("DWI", "ADC"):
-        s0_means = means_or_drawn("S0", means, rng)
-        adc_means = means_or_drawn("ADC", None, rng)
-        s0 = _label_image(label_map, s0_means, "S0", rng)
-        adc = _label_image(label_map, adc_means, "ADC", rng)
-        adc = np.maximum(adc, 0.0)
+        s0 = _label_image(label_map, chosen["S0"], "S0", rng)
+        adc = np.maximum(_label_image(label_map, chosen["ADC"], "ADC", rng), 0.0)
         dwi = s0 * np.exp(-B_VALUE_S_PER_MM2 * adc * 1e-3)  # ADC in 10^-3 mm^2/s
         return {"DWI": _acquire(label_map.with_array(dwi), acquisition, rng, mri=True),
                 "ADC": _acquire(label_map.with_array(adc), acquisition, rng, mri=False, noise=False)}
-    image = _label_image(label_map, means_or_drawn(contrast, means, rng), contrast, rng)
+    image = _label_image(label_map, chosen[contrast], contrast, rng)
     return {contrast: _acquire(label_map.with_array(image), acquisition, rng, mri=contrast != "CT",
                                ct=contrast == "CT")}
 
 
-def means_or_drawn(contrast: str, means: dict[int, float] | None, rng: np.random.Generator) -> dict[int, float]:
-    return dict(means) if means is not None else label_means(contrast, rng)
-
-
-def _label_image(label_map: Volume, means: dict[int, float], contrast: str, rng: np.random.Generator) -> np.ndarray:
-    ids = np.asarray(sorted(means))
-    index = np.searchsorted(ids, label_map.array)
-    index = np.clip(index, 0, len(ids) - 1)
-    mean = np.asarray([means[i] for i in ids], np.float32)[index]
-    if contrast == "CT":
+def _label_image(label_map: Volume, means: dict[int, float], channel: str, rng: np.random.Generator) -> np.ndarray:
+    lookup = np.full(max(means) + 1, np.nan, np.float32)
+    lookup[list(means)] = list(means.values())
+    values = label_map.array.astype(np.int64)
+    if values.max() >= len(lookup) or np.isnan(lookup[values]).any():
+        missing = sorted(set(np.unique(values).tolist()) - set(means))
+        raise ValueError(f"no {channel} intensity for labels {missing[:10]}")
+    mean = lookup[values]
+    if channel == "CT":
         std = np.float32(rng.uniform(*priors()["ct_std_hu"]))
         noise = rng.standard_normal(label_map.shape, dtype=np.float32) * std
     else:
-        fraction = np.float32(rng.uniform(*priors()["std_fraction"][contrast]))
+        fraction = np.float32(rng.uniform(*priors()["std_fraction"][PRIOR_OF.get(channel, channel)]))
         noise = rng.standard_normal(label_map.shape, dtype=np.float32) * fraction * np.abs(mean)
     # Partial volume: tissue boundaries are blurred at the scale of a fraction of a voxel.
     return ndimage.gaussian_filter(mean + noise, sigma=0.5 / label_map.spacing_mm)

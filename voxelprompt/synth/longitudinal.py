@@ -1,0 +1,64 @@
+"""Follow-up sessions of a synthetic subject: lesions grow or shrink, ventricles enlarge.
+
+The subject keeps its anatomy, tissue intensities and lesion signals; only geometry changes, by
+amounts drawn per session, and every volume is measured again on the new label map. Each image
+gets a new acquisition (position, resolution and noise change between sessions, as in a study).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from scipy import ndimage
+
+from voxelprompt.synth import contrast, labels
+from voxelprompt.synth.lesions import LESION_LABEL_BASE, parenchyma_ids, measure
+from voxelprompt.synth.subject import SyntheticSubject
+from voxelprompt.volume import Volume
+
+MAX_LESION_CHANGE_MM = 3.0  # per session, growth (positive) or shrinkage (negative) of each lesion
+MAX_VENTRICLE_GROWTH_MM = 1.5
+
+
+def follow_up(previous: SyntheticSubject, rng: np.random.Generator) -> SyntheticSubject:
+    spacing = previous.label_map.spacing_mm
+    anatomy = _enlarge_ventricles(previous.anatomy, rng.uniform(0, MAX_VENTRICLE_GROWTH_MM), spacing)
+    data = anatomy.array.copy()
+    allowed = np.isin(data, parenchyma_ids())
+    for lesion in previous.lesions:
+        change_mm = float(rng.uniform(-MAX_LESION_CHANGE_MM, MAX_LESION_CHANGE_MM))
+        # Outer components first, so inner ones (rim, necrosis) are painted over them.
+        for component in sorted(lesion.components, key=lambda c: c.name != "oedema"):
+            mask = _grown(previous.label_map.array == component.label_id, change_mm, spacing)
+            data[mask & (allowed | (data >= LESION_LABEL_BASE))] = component.label_id
+    label_map = anatomy.with_array(data)
+    # New records: the previous session's stay as they were measured then.
+    lesions = [replace(lesion, attributes={}) for lesion in previous.lesions if np.isin(data, lesion.label_ids).any()]
+    for lesion in lesions:
+        lesion.attributes = measure(lesion, anatomy, label_map)
+    images: dict[str, Volume] = {}
+    for name in previous.images:
+        if name not in images and not (name == "ADC" and "DWI" in previous.images):
+            images.update(contrast.render(label_map, name, rng, contrast.Acquisition.random(rng, float(spacing.min())), previous.means))
+    return SyntheticSubject(anatomy=anatomy, label_map=label_map, lesions=lesions, images=images,
+                            means=previous.means)
+
+
+def _grown(mask: np.ndarray, change_mm: float, spacing: np.ndarray) -> np.ndarray:
+    if change_mm >= 0:
+        return ndimage.distance_transform_edt(~mask, sampling=spacing) <= change_mm
+    return ndimage.distance_transform_edt(mask, sampling=spacing) > -change_mm
+
+
+def _enlarge_ventricles(anatomy: Volume, growth_mm: float, spacing: np.ndarray) -> Volume:
+    """Lateral ventricles grow into the white and deep grey matter around them (never into cortex)."""
+    data = anatomy.array.copy()
+    for side in labels.SIDES:
+        ventricle_id = labels.label_by_name(f"{side} lateral ventricle").id
+        near = ndimage.distance_transform_edt(data != ventricle_id, sampling=spacing) <= growth_mm
+        base = {label.id: label for label in labels.base_labels()}
+        soft = np.isin(data, [i for i, label in base.items() if label.tissue in ("white_matter", "deep_grey")
+                              and label.hemisphere == side])
+        data[near & soft] = ventricle_id
+    return anatomy.with_array(data)
