@@ -20,6 +20,8 @@ from voxelprompt.synth import contrast
 from voxelprompt.synth.cohort import CohortSettings, write_cohort
 from voxelprompt.synth.labels import reference_markdown
 from voxelprompt.synth.lesions import lesion_classes
+from voxelprompt.synth.montage import render_montage
+from voxelprompt.synth.subject import synthesize_subject
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--jobs", type=int, default=1, help="subjects generated in parallel")
     synth.set_defaults(run=_synth_cohort)
 
+    picture = commands.add_parser("synth-montage", help="render a PNG of synthetic subjects (contrasts, labels, lesions)")
+    picture.add_argument("--out", type=Path, required=True)
+    picture.add_argument("--subjects", type=int, default=3)
+    picture.add_argument("--seed", type=int, default=0)
+    picture.add_argument("--contrasts", default="T1w,T1w+ce,T2w,FLAIR,DWI,CT")
+    picture.add_argument("--lesions", default="tumour,infarct,white matter hyperintensity")
+    picture.add_argument("--spacing-mm", type=float, default=1.5)
+    picture.set_defaults(run=_synth_montage)
+
     reference = commands.add_parser("label-reference", help="write the reference page of every prompt-able target")
     reference.add_argument("out", type=Path)
     reference.set_defaults(run=_label_reference)
@@ -104,13 +115,25 @@ def _samples(args: argparse.Namespace) -> None:
         print(table.to_csv(sep="\t", index=False), end="")
 
 
-def _synth_cohort(args: argparse.Namespace) -> None:
+def _contrasts_and_lesions(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
     contrasts = tuple(c.strip() for c in args.contrasts.split(",") if c.strip())
     unknown = sorted(set(contrasts) - set(contrast.CONTRASTS))
     lesions = () if args.lesions.strip() in ("", "none") else tuple(c.strip() for c in args.lesions.split(","))
     unknown += sorted(set(lesions) - set(lesion_classes()))
     if unknown:
         raise InputError("--contrasts/--lesions", f"unknown name(s): {', '.join(unknown)}")
+    return contrasts, lesions
+
+
+def _synth_montage(args: argparse.Namespace) -> None:
+    contrasts, lesions = _contrasts_and_lesions(args)
+    subjects = [synthesize_subject(np.random.default_rng([args.seed, n]), contrasts, lesions, args.spacing_mm)
+                for n in range(1, args.subjects + 1)]
+    print(render_montage(subjects, args.out))
+
+
+def _synth_cohort(args: argparse.Namespace) -> None:
+    contrasts, lesions = _contrasts_and_lesions(args)
     settings = CohortSettings(subjects=args.subjects, seed=args.seed, contrasts=contrasts, sessions=args.sessions,
                               lesion_classes=lesions, spacing_mm=args.spacing_mm)
     print(write_cohort(args.out, settings, jobs=args.jobs))

@@ -32,7 +32,7 @@ from voxelprompt.synth import labels
 from voxelprompt.volume import Volume
 
 SOURCES = ("oasis-dk",)
-BUILD_VERSION = 1  # bump when the construction changes, so that caches rebuild
+BUILD_VERSION = 2  # bump when the construction changes, so that caches rebuild
 
 _OASIS = "templates/oasis/T_template0{}.nii.gz"
 _TISSUE = {"csf": 1, "cortex": 2, "white_matter": 3, "deep_grey": 4, "brainstem": 5, "cerebellum": 6}
@@ -76,16 +76,15 @@ def build_oasis_dk() -> Volume:
 
     out = np.zeros(mni.shape, np.uint16)
     spacing = mni.spacing_mm
+    left_side = _left_side(mni, dk, spacing)
     _label_extracerebral(out, head_image, tissue, brain_mask)
-    _label_cortex_and_white_matter(out, tissue, dk, spacing)
+    _label_cortex_and_white_matter(out, tissue, dk, left_side, spacing)
     _label_subcortical(out, tissue, dk, spacing)
     out[tissue == _TISSUE["brainstem"]] = labels.label_by_name("brainstem").id
-    x_mm = _world_x_mm(mni)
-    left_side = x_mm < 0  # the subject's left in RAS world space (MNI152 midline at x = 0)
     cerebellum = tissue == _TISSUE["cerebellum"]
     out[cerebellum & left_side] = labels.label_by_name("left cerebellum").id
     out[cerebellum & ~left_side] = labels.label_by_name("right cerebellum").id
-    _label_csf(out, tissue, brain_mask, x_mm, spacing)
+    _label_csf(out, tissue, brain_mask, left_side, _world_x_mm(mni), spacing)
     return mni.with_array(out)
 
 
@@ -117,14 +116,16 @@ def _label_extracerebral(out: np.ndarray, head_image: Volume, tissue: np.ndarray
     out[outside & dark & shell] = labels.label_by_name("skull").id
 
 
-def _label_cortex_and_white_matter(out: np.ndarray, tissue: np.ndarray, dk: np.ndarray, spacing: np.ndarray) -> None:
-    parcel = _nearest(dk, (dk > 0) & (dk < 100) | (dk < 0), spacing)
-    left = parcel > 0
-    number = np.abs(parcel)
+def _label_cortex_and_white_matter(out: np.ndarray, tissue: np.ndarray, dk: np.ndarray, left_side: np.ndarray,
+                                   spacing: np.ndarray) -> None:
+    """Each cortex and white-matter voxel takes the nearest DK parcel of its own hemisphere."""
     cortex = tissue == _TISSUE["cortex"]
     white = tissue == _TISSUE["white_matter"]
-    out[cortex] = np.where(left, labels.LEFT_CORTEX, labels.RIGHT_CORTEX)[cortex] + number[cortex]
-    out[white] = np.where(left, labels.LEFT_WHITE_MATTER, labels.RIGHT_WHITE_MATTER)[white] + number[white]
+    for side, in_side, cortex_base, white_base in ((1, left_side, labels.LEFT_CORTEX, labels.LEFT_WHITE_MATTER),
+                                                   (-1, ~left_side, labels.RIGHT_CORTEX, labels.RIGHT_WHITE_MATTER)):
+        number = np.abs(_nearest(dk, (dk * side > 0) & (np.abs(dk) < 100), spacing))
+        out[cortex & in_side] = cortex_base + number[cortex & in_side]
+        out[white & in_side] = white_base + number[white & in_side]
 
 
 def _label_subcortical(out: np.ndarray, tissue: np.ndarray, dk: np.ndarray, spacing: np.ndarray) -> None:
@@ -136,8 +137,8 @@ def _label_subcortical(out: np.ndarray, tissue: np.ndarray, dk: np.ndarray, spac
     out[remaining] = (nearest[remaining] - 100).astype(np.uint16)
 
 
-def _label_csf(out: np.ndarray, tissue: np.ndarray, brain_mask: np.ndarray, x_mm: np.ndarray,
-               spacing: np.ndarray) -> None:
+def _label_csf(out: np.ndarray, tissue: np.ndarray, brain_mask: np.ndarray, left_side: np.ndarray,
+               x_mm: np.ndarray, spacing: np.ndarray) -> None:
     csf = tissue == _TISSUE["csf"]
     out[csf] = labels.label_by_name("extracerebral CSF").id
     # Sulcal and fissure CSF always touches cortex; ventricular CSF is walled by white and deep grey
@@ -156,14 +157,28 @@ def _label_csf(out: np.ndarray, tissue: np.ndarray, brain_mask: np.ndarray, x_mm
     lateral = ventricles & ~fourth & ~third
     out[fourth] = labels.label_by_name("fourth ventricle").id
     out[third] = labels.label_by_name("third ventricle").id
-    out[lateral & (x_mm < 0)] = labels.label_by_name("left lateral ventricle").id
-    out[lateral & (x_mm >= 0)] = labels.label_by_name("right lateral ventricle").id
+    out[lateral & left_side] = labels.label_by_name("left lateral ventricle").id
+    out[lateral & ~left_side] = labels.label_by_name("right lateral ventricle").id
 
 
 def _nearest(values: np.ndarray, known: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Every voxel takes the value of the nearest voxel where `known` holds."""
     indices = ndimage.distance_transform_edt(~known, sampling=spacing, return_distances=False, return_indices=True)
     return values[tuple(indices)]
+
+
+def _left_side(mni: Volume, dk: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The subject's left: RAS world x < 0 (the MNI152 midline is x = 0); voxels on the midline plane
+    itself go to the hemisphere of the nearest DK label."""
+    x_mm = _world_x_mm(mni)
+    labelled = dk != 0
+    nearest = _nearest(dk, labelled, spacing)
+    nearest_left = (nearest > 0) & (nearest < 100) | np.isin(nearest - 100, _left_subcortical_ids())
+    return (x_mm < 0) | ((x_mm == 0) & nearest_left)
+
+
+def _left_subcortical_ids() -> list[int]:
+    return [label.id for label in labels.base_labels() if label.hemisphere == "left" and label.id < labels.LEFT_CORTEX]
 
 
 def _world_x_mm(volume: Volume) -> np.ndarray:

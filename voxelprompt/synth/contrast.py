@@ -34,8 +34,8 @@ _ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PIR", "ASL", "LIA", "SPR")
 
 @dataclass(frozen=True)
 class Acquisition:
-    spacing_mm: tuple[float, float, float]
-    axcodes: str  # voxel orientation on disk
+    spacing_mm: tuple[float, float, float]  # voxel size along the world axes x, y, z (R-L, A-P, S-I)
+    axcodes: str  # voxel orientation on disk (permutes the stored axes, not the voxel size in the world)
     noise_fraction: float  # noise std relative to the brightest tissue mean (MRI) or in HU (CT)
     bias_strength: float  # std of the log bias field (MRI)
 

@@ -24,7 +24,7 @@ from voxelprompt.synth.spatial import upsample
 from voxelprompt.volume import Volume
 
 LESION_LABEL_BASE = 10000
-_SHELL_MM = 3.0  # "surrounding tissue": this far around a component
+_SHELL_MM = 6.0  # "surrounding tissue": this far around a lesion
 # Intensity factors relative to the surrounding tissue's mean (MRI) and offsets in HU (CT).
 _FACTORS = {"hyper": (1.35, 1.8), "hypo": (0.45, 0.7), "iso": (0.98, 1.02), "low": (0.35, 0.6), "high": (1.5, 2.5)}
 _CT_OFFSETS_HU = {"hyper": (25.0, 50.0), "hypo": (-20.0, -8.0), "iso": (-1.0, 1.0)}
@@ -114,9 +114,12 @@ def _allowed(data: np.ndarray, within: str) -> np.ndarray:
         return np.isin(data, parenchyma_ids())
     if within == "white matter":
         return np.isin(data, [label.id for label in labels.base_labels() if label.tissue == "white_matter"])
-    # Extra-axial: anywhere in the cranial cavity outside the ventricles.
-    cavity = [label.id for label in labels.base_labels() if label.tissue == "csf" and "ventricle" not in label.name]
-    return np.isin(data, parenchyma_ids() + cavity)
+    if within != "surface":
+        raise ValueError(f"unknown lesion extent {within!r}")
+    # Extra-axial: the CSF around the brain and the cortex it presses on, never deeper tissue.
+    surface = [label.id for label in labels.base_labels() if label.tissue in ("cortex",)
+               or label.name == "extracerebral CSF"]
+    return np.isin(data, surface)
 
 
 def _region_ids(name: str) -> frozenset[int]:
@@ -206,7 +209,7 @@ def measure(lesion: Lesion, before: Volume, after: Volume) -> dict[str, Any]:
 
 
 def surrounding_shell(label_map: Volume, lesion: Lesion) -> np.ndarray:
-    """Normal brain parenchyma within 3 mm of the whole lesion: what its signals are relative to.
+    """Normal brain parenchyma within 6 mm of the whole lesion: what its signals are relative to.
     CSF, bone and scalp are left out, so that a lesion near the skull is not compared with bone."""
     shell_voxels = np.maximum(1, np.round(_SHELL_MM / label_map.spacing_mm)).astype(int)
     mask = np.isin(label_map.array, lesion.label_ids)

@@ -27,7 +27,9 @@ def follow_up(previous: SyntheticSubject, rng: np.random.Generator) -> Synthetic
     data = anatomy.array.copy()
     allowed = np.isin(data, parenchyma_ids())
     for lesion in previous.lesions:
-        change_mm = float(rng.uniform(-MAX_LESION_CHANGE_MM, MAX_LESION_CHANGE_MM))
+        # Shrink by at most a third of the lesion's equivalent radius, so that no lesion vanishes.
+        radius_mm = (3 * lesion.attributes["volume_mm3"] / (4 * np.pi)) ** (1 / 3)
+        change_mm = float(rng.uniform(-min(MAX_LESION_CHANGE_MM, radius_mm / 3), MAX_LESION_CHANGE_MM))
         # Outer components first, so inner ones (rim, necrosis) are painted over them.
         for component in sorted(lesion.components, key=lambda c: c.name != "oedema"):
             mask = _grown(previous.label_map.array == component.label_id, change_mm, spacing)

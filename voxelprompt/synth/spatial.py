@@ -21,8 +21,10 @@ class DeformationSettings:
     max_scaling: float = 0.10  # relative, per axis
     max_shear: float = 0.03
     max_translation_mm: float = 8.0
-    max_displacement_mm: float = 3.0  # standard deviation of the smooth field, drawn per subject
-    control_spacing_mm: float = 32.0  # spacing of the random field's control points
+    # Standard deviation of the smooth field (drawn per subject) and its control-point spacing: local
+    # volume changes stay within about +-30 % (a stronger field shrank or doubled small structures).
+    max_displacement_mm: float = 2.0
+    control_spacing_mm: float = 40.0
 
 
 def random_affine_ras(rng: np.random.Generator, settings: DeformationSettings) -> np.ndarray:

@@ -43,15 +43,24 @@ def synthesize_subject(
     lesioned, lesions = add_lesions(deformed, rng, list(lesion_classes))
     tissue_means: dict[str, dict[int, float]] = {}
     means: dict[str, dict[int, float]] = {}
-    images: dict[str, Volume] = {}
-    for name in contrasts:
-        for channel in contrast.channels(name):
-            if channel in means:
-                continue
+
+    def channel_means(channel: str) -> dict[int, float]:
+        if channel not in means:
             prior = contrast.PRIOR_OF.get(channel, channel)
             tissue = tissue_means.setdefault(prior, contrast.label_means(prior, rng))
             signal = SIGNAL_OF_CHANNEL.get(channel, channel)
             means[channel] = tissue | lesion_means(lesioned, lesions, signal, tissue, rng, ct=channel == "CT")
+            if channel == "T1w+ce":
+                # Contrast agent changes enhancing tissue only: everything else looks as before it.
+                before = channel_means("T1w")
+                for component in (c for lesion in lesions for c in lesion.components if not c.enhancing):
+                    means[channel][component.label_id] = before[component.label_id]
+        return means[channel]
+
+    images: dict[str, Volume] = {}
+    for name in contrasts:
+        for channel in contrast.channels(name):
+            channel_means(channel)
         if name in images:  # ADC comes with DWI
             continue
         acquisition = (acquisitions or {}).get(name) or contrast.Acquisition.random(rng, float(lesioned.spacing_mm.min()))
