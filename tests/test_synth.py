@@ -6,7 +6,7 @@ renders works on a 2 mm copy of it so that each image takes well under a second.
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import time
 from pathlib import Path
 
@@ -29,22 +29,9 @@ TISSUES = {label.id: label.tissue for label in labels.base_labels()}
 
 
 @pytest.fixture(scope="session")
-def anatomy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("voxelprompt-cache")
-
-
-@pytest.fixture(scope="session")
 def label_map(anatomy_cache: Path) -> Volume:
-    """The oasis-dk label map, built once into a temporary cache; $VOXELPROMPT_CACHE is restored."""
-    previous = os.environ.get("VOXELPROMPT_CACHE")
-    os.environ["VOXELPROMPT_CACHE"] = str(anatomy_cache)
-    try:
-        return anatomy.load()
-    finally:
-        if previous is None:
-            del os.environ["VOXELPROMPT_CACHE"]
-        else:
-            os.environ["VOXELPROMPT_CACHE"] = previous
+    """The oasis-dk label map, built once per test session into the private cache."""
+    return anatomy.load()
 
 
 @pytest.fixture(scope="session")
@@ -430,3 +417,45 @@ def test_explicit_means_missing_a_label_are_refused(subject):
 def test_unknown_contrast_is_refused(subject):
     with pytest.raises(ValueError, match="unknown contrast"):
         contrast.render(subject, "SWI", np.random.default_rng(0))
+
+
+def test_the_committed_label_reference_page_is_current():
+    """docs/labels.md is generated (`voxelprompt label-reference docs/labels.md`); it must match the data."""
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "labels.md").read_text()
+    assert committed == labels.reference_markdown()
+
+
+@pytest.fixture(scope="session")
+def fsaverage_map(anatomy_cache: Path) -> Volume:
+    if importlib.util.find_spec(anatomy.FREESURFER_PACKAGE) is None:
+        pytest.skip("optional FreeSurfer anatomy not installed (requirements/freesurfer-data.txt)")
+    return anatomy.load("fsaverage")
+
+
+def test_fsaverage_anatomy_has_every_label_in_plausible_volumes_on_the_right_side(fsaverage_map):
+    present = set(np.unique(fsaverage_map.array).tolist())
+    assert present == {label.id for label in labels.base_labels()}
+    voxel_ml = fsaverage_map.voxel_volume_mm3 / 1000
+    assert 1000 < labels.target("brain").mask(fsaverage_map.array).sum() * voxel_ml < 1800
+    assert 2 < labels.target("left hippocampus").mask(fsaverage_map.array).sum() * voxel_ml < 12
+    x_mm = np.broadcast_to(world_axis_mm(fsaverage_map, 0), fsaverage_map.shape)
+    for side, sign in (("left", -1), ("right", 1)):
+        hemisphere = labels.target(f"{side} cerebral hemisphere").mask(fsaverage_map.array)
+        assert (np.sign(x_mm[hemisphere]) == sign).mean() > 0.95
+
+
+def test_field_of_view_covers_the_head_with_the_drawn_margin(subject):
+    acquisition = Acquisition((2.0, 2.0, 2.0), "RAS", 0.02, 0.1, fov_margin_mm=6.0)
+    image = contrast.render(subject, "T1w", np.random.default_rng(3), acquisition)["T1w"]
+    head = np.argwhere(subject.array > 0)
+    head_low, head_high = (subject.grid.world_coordinates_mm(head.min(axis=0)[None].astype(float))[0],
+                           subject.grid.world_coordinates_mm(head.max(axis=0)[None].astype(float))[0])
+    image_low = image.grid.world_coordinates_mm(np.zeros((1, 3)))[0]
+    image_high = image.grid.world_coordinates_mm((np.asarray(image.shape) - 1)[None].astype(float))[0]
+    full_low = subject.grid.world_coordinates_mm(np.zeros((1, 3)))[0]
+    full_high = subject.grid.world_coordinates_mm((np.asarray(subject.shape) - 1)[None].astype(float))[0]
+    for axis in range(3):
+        assert image_low[axis] <= head_low[axis] + 1e-6 and image_high[axis] >= head_high[axis] - 1e-6
+        # the margin is about 6 mm unless the label map itself ends sooner
+        assert image_low[axis] >= max(head_low[axis] - 6.0 - 2.0, full_low[axis] - 2.0) - 1e-6
+        assert image_high[axis] <= min(head_high[axis] + 6.0 + 2.0, full_high[axis] + 2.0) + 1e-6

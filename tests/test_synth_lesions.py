@@ -27,18 +27,6 @@ SPACING_MM = 2.0
 
 
 @pytest.fixture(scope="session")
-def anatomy_cache(tmp_path_factory):
-    """Build the anatomy once per test session in a private cache (about half a minute)."""
-    previous = os.environ.get("VOXELPROMPT_CACHE")
-    os.environ["VOXELPROMPT_CACHE"] = str(tmp_path_factory.mktemp("anatomy-cache"))
-    yield os.environ["VOXELPROMPT_CACHE"]
-    if previous is None:
-        del os.environ["VOXELPROMPT_CACHE"]
-    else:
-        os.environ["VOXELPROMPT_CACHE"] = previous
-
-
-@pytest.fixture(scope="session")
 def subjects(anatomy_cache):
     """Two subjects with every lesion class, seen in every contrast. Acquisitions are isotropic at the
     label resolution: signal is measured here, not thick-slice partial volume (tested elsewhere)."""

@@ -16,7 +16,7 @@ from voxelprompt.coregister import coregister
 from voxelprompt.preprocess import MODALITIES, Preprocessed, PreprocessRecord, preprocess
 from voxelprompt.register import write_transform
 from voxelprompt.study import read_samples_table
-from voxelprompt.synth import contrast
+from voxelprompt.synth import anatomy, contrast
 from voxelprompt.synth.cohort import CohortSettings, write_cohort
 from voxelprompt.synth.labels import reference_markdown
 from voxelprompt.synth.lesions import lesion_classes
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--sessions", type=int, default=1)
     synth.add_argument("--lesions", default="tumour", help=f"comma-separated classes ({','.join(lesion_classes())}), or none")
     synth.add_argument("--spacing-mm", type=float, default=None, help="render at this isotropic resolution (default 1 mm)")
+    synth.add_argument("--anatomy", choices=anatomy.SOURCES, default="oasis-dk",
+                       help="label maps to synthesise from (fsaverage: optional, FreeSurfer licence)")
     synth.add_argument("--jobs", type=int, default=1, help="subjects generated in parallel")
     synth.set_defaults(run=_synth_cohort)
 
@@ -135,7 +137,7 @@ def _synth_montage(args: argparse.Namespace) -> None:
 def _synth_cohort(args: argparse.Namespace) -> None:
     contrasts, lesions = _contrasts_and_lesions(args)
     settings = CohortSettings(subjects=args.subjects, seed=args.seed, contrasts=contrasts, sessions=args.sessions,
-                              lesion_classes=lesions, spacing_mm=args.spacing_mm)
+                              lesion_classes=lesions, spacing_mm=args.spacing_mm, anatomy=args.anatomy)
     print(write_cohort(args.out, settings, jobs=args.jobs))
 
 

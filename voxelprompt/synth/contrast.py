@@ -38,6 +38,7 @@ class Acquisition:
     axcodes: str  # voxel orientation on disk (permutes the stored axes, not the voxel size in the world)
     noise_fraction: float  # noise std relative to the brightest tissue mean (MRI) or in HU (CT)
     bias_strength: float  # std of the log bias field (MRI)
+    fov_margin_mm: float | None = None  # field of view: the head plus this margin (None: the whole map)
 
     @classmethod
     def random(cls, rng: np.random.Generator, base_spacing_mm: float = 1.0,
@@ -51,7 +52,8 @@ class Acquisition:
         else:
             spacing *= rng.uniform(0.9, 1.1, 3)
         axcodes = _ORIENTATIONS[rng.integers(len(_ORIENTATIONS))]
-        return cls(tuple(np.round(spacing, 2)), axcodes, float(rng.uniform(0.01, 0.04)), float(rng.uniform(0.0, 0.25)))
+        return cls(tuple(np.round(spacing, 2)), axcodes, float(rng.uniform(0.01, 0.04)), float(rng.uniform(0.0, 0.25)),
+                   float(rng.uniform(2.0, 25.0)))
 
 
 @cache
@@ -85,11 +87,31 @@ def render(label_map: Volume, contrast: str, rng: np.random.Generator, acquisiti
         s0 = _label_image(label_map, chosen["S0"], "S0", rng)
         adc = np.maximum(_label_image(label_map, chosen["ADC"], "ADC", rng), 0.0)
         dwi = s0 * np.exp(-B_VALUE_S_PER_MM2 * adc * 1e-3)  # ADC in 10^-3 mm^2/s
-        return {"DWI": _acquire(label_map.with_array(dwi), acquisition, rng, mri=True),
-                "ADC": _acquire(label_map.with_array(adc), acquisition, rng, mri=False, noise=False)}
+        grid = _acquisition_grid(label_map, acquisition)
+        return {"DWI": _acquire(label_map.with_array(dwi), grid, acquisition, rng, mri=True),
+                "ADC": _acquire(label_map.with_array(adc), grid, acquisition, rng, mri=False, noise=False)}
     image = _label_image(label_map, chosen[contrast], contrast, rng)
-    return {contrast: _acquire(label_map.with_array(image), acquisition, rng, mri=contrast != "CT",
-                               ct=contrast == "CT")}
+    return {contrast: _acquire(label_map.with_array(image), _acquisition_grid(label_map, acquisition), acquisition,
+                               rng, mri=contrast != "CT", ct=contrast == "CT")}
+
+
+def _acquisition_grid(label_map: Volume, acquisition: Acquisition) -> Grid:
+    """The acquisition's voxel size over the head plus its margin (within the label map's extent)."""
+    full = label_map.grid.with_spacing(acquisition.spacing_mm)
+    if acquisition.fov_margin_mm is None:
+        return full
+    head = np.argwhere(label_map.array > 0)
+    if len(head) == 0:
+        return full
+    corners = label_map.grid.world_coordinates_mm(np.array([head.min(axis=0), head.max(axis=0)], dtype=float))
+    to_voxels = np.linalg.inv(full.affine)
+    corner_voxels = corners @ to_voxels[:3, :3].T + to_voxels[:3, 3]
+    margin = acquisition.fov_margin_mm / np.asarray(acquisition.spacing_mm)
+    start = np.maximum(np.floor(corner_voxels.min(axis=0) - margin), 0).astype(int)
+    stop = np.minimum(np.ceil(corner_voxels.max(axis=0) + margin) + 1, full.shape).astype(int)
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    return Grid(tuple(stop - start), full.affine @ shift)
 
 
 def _label_image(label_map: Volume, means: dict[int, float], channel: str, rng: np.random.Generator) -> np.ndarray:
@@ -110,14 +132,13 @@ def _label_image(label_map: Volume, means: dict[int, float], channel: str, rng: 
     return ndimage.gaussian_filter(mean + noise, sigma=0.5 / label_map.spacing_mm)
 
 
-def _acquire(image: Volume, acquisition: Acquisition, rng: np.random.Generator, *, mri: bool, ct: bool = False,
-             noise: bool = True) -> Volume:
+def _acquire(image: Volume, target: Grid, acquisition: Acquisition, rng: np.random.Generator, *, mri: bool,
+             ct: bool = False, noise: bool = True) -> Volume:
     data = image.array
     if mri and acquisition.bias_strength > 0:
         coarse = rng.normal(0, acquisition.bias_strength, (4, 4, 4))
         data = data * np.exp(upsample(coarse, data.shape)).astype(np.float32)
     # A voxel of the acquisition integrates over its extent: blur with FWHM ~ its size, then sample.
-    target = image.grid.with_spacing(acquisition.spacing_mm)
     sigma_voxels = np.maximum(np.asarray(acquisition.spacing_mm) / image.spacing_mm - 1, 0) * 0.42
     blurred = ndimage.gaussian_filter(data, sigma=sigma_voxels) if sigma_voxels.any() else data
     acquired = image.with_array(blurred).resampled_to(target, order=1, fill=float(data.min()))

@@ -103,6 +103,8 @@ def _grow(data: np.ndarray, label_map: Volume, lesion_class: str, spec: dict[str
         profile = profile[stage] if stage else profile
         signals = {contrast: (value if isinstance(value, str) else str(rng.choice(value)))
                    for contrast, value in profile.items() if contrast != "enhancing"}
+        # Contrast agent changes enhancing tissue only: the rest looks as it did before it.
+        signals.setdefault("T1w+ce", signals["T1w"])
         label_id = LESION_LABEL_BASE + 10 * index + number
         data[geometry[name]] = label_id
         components.append(Component(name, label_id, signals, bool(profile.get("enhancing", False))))
@@ -209,12 +211,15 @@ def measure(lesion: Lesion, before: Volume, after: Volume) -> dict[str, Any]:
 
 
 def surrounding_shell(label_map: Volume, lesion: Lesion) -> np.ndarray:
-    """Normal brain parenchyma within 6 mm of the whole lesion: what its signals are relative to.
-    CSF, bone and scalp are left out, so that a lesion near the skull is not compared with bone."""
+    """Normal tissue within 6 mm of the whole lesion: what its signals are relative to. That is the
+    brain parenchyma (CSF, bone and scalp left out, so that a lesion near the skull is not compared
+    with bone), or the tissue its class names in "relative_to" (a meningioma: the cortex)."""
     shell_voxels = np.maximum(1, np.round(_SHELL_MM / label_map.spacing_mm)).astype(int)
     mask = np.isin(label_map.array, lesion.label_ids)
     grown = ndimage.maximum_filter(mask, size=tuple(2 * shell_voxels + 1))
-    shell = grown & np.isin(label_map.array, parenchyma_ids())
+    reference = lesion_classes()[lesion.lesion_class].get("relative_to")
+    tissue = sorted(_region_ids(reference)) if reference else parenchyma_ids()
+    shell = grown & np.isin(label_map.array, tissue)
     return shell if shell.any() else grown & (label_map.array < LESION_LABEL_BASE)
 
 
