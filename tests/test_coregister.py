@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 from conftest import brain_points_mm, dice, inverted_contrast
 
 from voxelprompt.coregister import coregister
-from voxelprompt.demo import centred_motion_ras, reacquired
+from voxelprompt.demo import about_centre, centred_motion_ras, reacquired
 from voxelprompt.preprocess import preprocess, to_original_grid
 from voxelprompt.register import mean_displacement_mm, to_image_grid
 from voxelprompt.volume import Volume
@@ -57,10 +57,7 @@ def test_real_flair_at_the_largest_motion_is_below_one_millimetre(mni_t1, mean_f
     rigid = np.eye(4)
     rigid[:3, :3] = rotation.as_matrix()
     rigid[:3, 3] = MAX_TRANSLATION_MM * np.array([0.6, 0.0, -0.8])
-    centre = mni_t1.grid.world_coordinates_mm((np.asarray(mni_t1.shape) - 1)[None] / 2)[0]
-    to_centre, back = np.eye(4), np.eye(4)
-    to_centre[:3, 3], back[:3, 3] = -centre, centre
-    motion = back @ rigid @ to_centre
+    motion = about_centre(mni_t1, rigid)
 
     result = coregister(preprocess(mni_t1, "T1w"), preprocess(moved_scan(mean_flair, motion), "FLAIR"))
     assert mean_displacement_mm(brain_points_mm(mni_brain), np.asarray(result.record["ras_matrix"]), motion) < 1.0

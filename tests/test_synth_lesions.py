@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from voxelprompt import cohort
 from voxelprompt.io import load_volume
 from voxelprompt.synth import labels
 from voxelprompt.synth.cohort import CohortSettings, write_cohort
@@ -181,6 +182,10 @@ def test_written_cohort_is_valid_bids_and_its_tables_match_the_masks(anatomy_cac
         for row in rows.itertuples():
             measured = (np.rint(dseg.array) == row.label_id).sum() * voxel_mm3
             assert row.component_volume_mm3 == pytest.approx(measured, rel=0.01)
+    # The workflow reads it back as a study: every image, with its acquisition date.
+    study = cohort.from_bids(root)
+    assert study.rejected == [] and len(study.images) == 2 * 2 * 3
+    assert set(study.images["modality"]) == {"T1w", "FLAIR", "DWI"} and (study.images["acquisition_date"] != "").all()
     dates = pd.read_csv(root / "sub-001/sub-001_sessions.tsv", sep="\t")["acq_time"]
     assert dates.iloc[1] > dates.iloc[0]
     assert (root / "sub-001/ses-01/dwi/sub-001_ses-01_dwi.bval").read_text().strip() == "1000"
@@ -196,3 +201,20 @@ def test_same_seed_same_bytes_whatever_the_number_of_jobs(anatomy_cache, tmp_pat
     for name in files:
         digest = lambda root: hashlib.sha256((root / name).read_bytes()).hexdigest()  # noqa: E731
         assert digest(one) == digest(two), name
+
+
+def test_descriptors_pick_out_one_lesion_each_and_are_true(subjects):
+    for subject in subjects:
+        lesions = subject.lesions
+        assert len(lesions) >= 2
+        seen: dict[str, int] = {}
+        for lesion in lesions:
+            assert lesion.attributes["descriptors"], lesion.lesion_class
+            for phrase in lesion.attributes["descriptors"]:
+                assert phrase not in seen, f"{phrase!r} names two lesions"
+                seen[phrase] = lesion.index
+        volumes = {lesion.index: lesion.attributes["volume_mm3"] for lesion in lesions}
+        anterior = {lesion.index: lesion.attributes["centroid_ras_mm"][1] for lesion in lesions}
+        assert seen["the largest lesion"] == max(volumes, key=volumes.get)
+        assert seen["the smallest lesion"] == min(volumes, key=volumes.get)
+        assert seen["the most anterior lesion"] == max(anterior, key=anterior.get)

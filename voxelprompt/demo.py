@@ -79,10 +79,16 @@ def random_rigid_ras(seed: int, max_rotation_deg: float, max_translation_mm: flo
 def centred_motion_ras(volume: Volume, seed: int, max_rotation_deg: float, max_translation_mm: float) -> np.ndarray:
     """A seeded random rigid motion about the centre of `volume`'s field of view (4x4, RAS mm), so
     that the moved head stays inside a field of view like the source's."""
+    return about_centre(volume, random_rigid_ras(seed, max_rotation_deg, max_translation_mm))
+
+
+def about_centre(volume: Volume, rigid_ras: np.ndarray) -> np.ndarray:
+    """`rigid_ras` (rotation about the world origin, then translation) rotating about the centre of
+    `volume`'s field of view instead."""
     centre = volume.grid.world_coordinates_mm((np.asarray(volume.shape) - 1)[None] / 2)[0]
     to_centre, back = np.eye(4), np.eye(4)
     to_centre[:3, 3], back[:3, 3] = -centre, centre
-    return back @ random_rigid_ras(seed, max_rotation_deg, max_translation_mm) @ to_centre
+    return back @ rigid_ras @ to_centre
 
 
 def image_motion_ras(entry: dict[str, Any], source: Volume) -> np.ndarray:

@@ -17,9 +17,7 @@ The build takes about half a minute and is cached (see `cache_dir`).
 
 from __future__ import annotations
 
-import csv
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +104,7 @@ def build_fsaverage() -> Volume:
     out = np.zeros(source.shape, np.uint16)
     tissue = np.zeros(source.shape, np.int16)
     sided = np.zeros(source.shape, np.int8)  # +1 left, -1 right, 0 unknown
-    for row in _read_source_table("fsaverage_aseg.tsv"):
+    for row in labels.data_table("sources/fsaverage_aseg.tsv"):
         voxels = source == int(row["aseg_id"])
         name = row["base_label"]
         side = 1 if name.startswith("left ") else -1 if name.startswith("right ") else 0
@@ -121,7 +119,7 @@ def build_fsaverage() -> Volume:
     parcels = np.zeros(source.shape, np.int32)
     numbers = {name: n for n, name in enumerate(labels.parcel_names(), start=1)}
     raw = np.rint(aparc.array).astype(np.int32)
-    for row in _read_source_table("fsaverage_aparc.tsv"):
+    for row in labels.data_table("sources/fsaverage_aparc.tsv"):
         n = numbers[row["parcel"]]
         parcels[raw == 1000 + int(row["aparc_index"])] = n
         parcels[raw == 2000 + int(row["aparc_index"])] = -n
@@ -132,12 +130,6 @@ def build_fsaverage() -> Volume:
     _label_extracerebral(out, t1, cavity)
     out[cavity & (out == 0)] = labels.label_by_name("extracerebral CSF").id
     return aseg.with_array(out)
-
-
-def _read_source_table(name: str) -> list[dict[str, str]]:
-    path = resources.files("voxelprompt") / "data" / "labels" / "sources" / name
-    with path.open() as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def _dk_on(mni: Volume) -> np.ndarray:

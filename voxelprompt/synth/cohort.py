@@ -65,7 +65,7 @@ def write_cohort(root: str | Path, settings: CohortSettings, jobs: int = 1) -> P
     lesion_rows = [row for subject_rows in rows for row in subject_rows]
     columns = ["participant_id", "session_id", "lesion", "lesion_class", "stage", "component", "label_id",
                "enhancing", "restricts_diffusion", "hemisphere", "lobe", "territory", "compartment",
-               "volume_mm3", "core_volume_mm3", "component_volume_mm3", "centroid_ras_mm"]
+               "volume_mm3", "core_volume_mm3", "component_volume_mm3", "centroid_ras_mm", "descriptors"]
     signal_columns = sorted({key for row in lesion_rows for key in row if key.startswith("signal_")})
     table = pd.DataFrame(lesion_rows, columns=columns + signal_columns)
     with atomic_output(root / "derivatives" / "synth" / "lesions.tsv") as tmp:
@@ -147,6 +147,7 @@ def _lesion_row(subject: str, session: str, lesion, component, synthetic: Synthe
     }
     row |= {key: value for key, value in lesion.attributes.items()}
     row["centroid_ras_mm"] = json.dumps(lesion.attributes["centroid_ras_mm"])
+    row["descriptors"] = json.dumps(lesion.attributes["descriptors"])
     row |= {f"signal_{contrast}": signal for contrast, signal in component.signals.items()}
     return row
 

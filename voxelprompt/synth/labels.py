@@ -45,12 +45,11 @@ class Target:
 
 @cache
 def base_labels() -> tuple[BaseLabel, ...]:
-    folder = resources.files("voxelprompt") / "data" / "labels"
     labels = [
         BaseLabel(int(row["id"]), row["name"], row["tissue"], row["hemisphere"], territory=row["territory"])
-        for row in _read_tsv(folder / "structures.tsv")
+        for row in data_table("structures.tsv")
     ]
-    for number, row in enumerate(_read_tsv(folder / "cortical_parcels.tsv"), start=1):
+    for number, row in enumerate(data_table("cortical_parcels.tsv"), start=1):
         for side, cortex, white in (("left", LEFT_CORTEX, LEFT_WHITE_MATTER), ("right", RIGHT_CORTEX, RIGHT_WHITE_MATTER)):
             labels.append(BaseLabel(cortex + number, f"{side} {row['name']}", "cortex", side, row["lobe"], row["territory"]))
             labels.append(BaseLabel(white + number, f"{side} white matter of the {row['name']}", "white_matter", side,
@@ -61,7 +60,7 @@ def base_labels() -> tuple[BaseLabel, ...]:
 @cache
 def parcel_names() -> tuple[str, ...]:
     """Desikan-Killiany parcel keys (e.g. "superiorfrontal") in base-label order (n = index + 1)."""
-    return tuple(row["parcel"] for row in _read_tsv(resources.files("voxelprompt") / "data" / "labels" / "cortical_parcels.tsv"))
+    return tuple(row["parcel"] for row in data_table("cortical_parcels.tsv"))
 
 
 def label_by_name(name: str) -> BaseLabel:
@@ -155,9 +154,10 @@ def _unsided(label: BaseLabel) -> str:
 
 
 def _parcel_display_names() -> tuple[str, ...]:
-    return tuple(row["name"] for row in _read_tsv(resources.files("voxelprompt") / "data" / "labels" / "cortical_parcels.tsv"))
+    return tuple(row["name"] for row in data_table("cortical_parcels.tsv"))
 
 
-def _read_tsv(path) -> list[dict[str, str]]:
-    with path.open() as handle:
+def data_table(relative: str) -> list[dict[str, str]]:
+    """Rows of a TSV under voxelprompt/data/labels/ (e.g. "sources/fsaverage_aseg.tsv")."""
+    with (resources.files("voxelprompt") / "data" / "labels" / relative).open() as handle:
         return list(csv.DictReader(handle, delimiter="\t"))

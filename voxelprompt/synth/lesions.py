@@ -78,7 +78,46 @@ def add_lesions(label_map: Volume, rng: np.random.Generator, classes: list[str])
     result = label_map.with_array(data)
     for lesion in lesions:
         lesion.attributes = measure(lesion, label_map, result)
+    describe(lesions)
     return result, lesions
+
+
+def describe(lesions: list[Lesion]) -> None:
+    """Store in each lesion's attributes the phrases that pick it out among the subject's lesions
+    ("the largest lesion", "the left infarct", "the most anterior lesion", "the tumour in the frontal
+    lobe"): only phrases true of that lesion alone, from its measured attributes."""
+    def unique(lesion: Lesion, group: list[Lesion], key) -> bool:
+        return sum(key(other) == key(lesion) for other in group) == 1
+
+    for lesion in lesions:
+        a = lesion.attributes
+        same_class = [other for other in lesions if other.lesion_class == lesion.lesion_class]
+        phrases = []
+        if len(same_class) == 1:
+            phrases.append(f"the {lesion.lesion_class}")
+        for group, noun in ((lesions, "lesion"), (same_class, lesion.lesion_class)):
+            if len(group) < 2:
+                continue
+            volumes = [other.attributes["volume_mm3"] for other in group]
+            if a["volume_mm3"] == max(volumes) and volumes.count(max(volumes)) == 1:
+                phrases.append(f"the largest {noun}")
+            if a["volume_mm3"] == min(volumes) and volumes.count(min(volumes)) == 1:
+                phrases.append(f"the smallest {noun}")
+            if a["hemisphere"] in labels.SIDES and unique(lesion, group, lambda o: o.attributes["hemisphere"]):
+                phrases.append(f"the {a['hemisphere']} {noun}")
+            if a["lobe"] and unique(lesion, group, lambda o: o.attributes["lobe"]):
+                phrases.append(f"the {noun} in the {a['lobe']} lobe")
+            if a["territory"] and unique(lesion, group, lambda o: o.attributes["territory"]):
+                phrases.append(f"the {noun} in the {a['territory']} territory")
+        if len(lesions) >= 2:  # left/right is said by hemisphere; RAS axes 1 and 2 give the rest
+            for axis, (low, high) in ((1, ("most posterior", "most anterior")), (2, ("most inferior", "most superior"))):
+                positions = [other.attributes["centroid_ras_mm"][axis] for other in lesions]
+                here = a["centroid_ras_mm"][axis]
+                if here == max(positions) and positions.count(here) == 1:
+                    phrases.append(f"the {high} lesion")
+                if here == min(positions) and positions.count(here) == 1:
+                    phrases.append(f"the {low} lesion")
+        a["descriptors"] = phrases
 
 
 def _grow(data: np.ndarray, label_map: Volume, lesion_class: str, spec: dict[str, Any], index: int,

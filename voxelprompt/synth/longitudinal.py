@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from voxelprompt.synth import contrast, labels
-from voxelprompt.synth.lesions import LESION_LABEL_BASE, parenchyma_ids, measure
+from voxelprompt.synth.lesions import LESION_LABEL_BASE, describe, measure, parenchyma_ids
 from voxelprompt.synth.subject import SyntheticSubject
 from voxelprompt.volume import Volume
 
@@ -39,6 +39,7 @@ def follow_up(previous: SyntheticSubject, rng: np.random.Generator) -> Synthetic
     lesions = [replace(lesion, attributes={}) for lesion in previous.lesions if np.isin(data, lesion.label_ids).any()]
     for lesion in lesions:
         lesion.attributes = measure(lesion, anatomy, label_map)
+    describe(lesions)
     images: dict[str, Volume] = {}
     for name in previous.images:
         if name not in images and not (name == "ADC" and "DWI" in previous.images):
