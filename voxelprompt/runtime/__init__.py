@@ -1,0 +1,5 @@
+"""Omega: the sandboxed environment that runs the agent's code (paper §3)."""
+
+from voxelprompt.runtime.sandbox import Environment, Feedback, Limits
+
+__all__ = ["Environment", "Feedback", "Limits"]
