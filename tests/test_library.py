@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,9 @@ def test_the_manual_lists_every_function(library):
     manual = library.reference_markdown()
     for name in library.functions():
         assert f"## `{name}(" in manual
+
+
+def test_the_committed_library_page_is_current():
+    """docs/library.md is generated (`voxelprompt library-reference docs/library.md`)."""
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "library.md").read_text()
+    assert committed == Library(scans=[]).reference_markdown()

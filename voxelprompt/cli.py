@@ -15,6 +15,7 @@ from voxelprompt.io import atomic_output, load_volume, read_json, save_volume, w
 from voxelprompt.coregister import coregister
 from voxelprompt.preprocess import MODALITIES, Preprocessed, PreprocessRecord, preprocess
 from voxelprompt.register import write_transform
+from voxelprompt.runtime.library import Library
 from voxelprompt.study import read_samples_table
 from voxelprompt.synth import anatomy, contrast
 from voxelprompt.synth.cohort import CohortSettings, write_cohort
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     picture.add_argument("--spacing-mm", type=float, default=1.5)
     picture.set_defaults(run=_synth_montage)
 
+    manual = commands.add_parser("library-reference", help="write the reference page of the agent's function library")
+    manual.add_argument("out", type=Path)
+    manual.set_defaults(run=_library_reference)
+
     reference = commands.add_parser("label-reference", help="write the reference page of every prompt-able target")
     reference.add_argument("out", type=Path)
     reference.set_defaults(run=_label_reference)
@@ -139,6 +144,12 @@ def _synth_cohort(args: argparse.Namespace) -> None:
     settings = CohortSettings(subjects=args.subjects, seed=args.seed, contrasts=contrasts, sessions=args.sessions,
                               lesion_classes=lesions, spacing_mm=args.spacing_mm, anatomy=args.anatomy)
     print(write_cohort(args.out, settings, jobs=args.jobs))
+
+
+def _library_reference(args: argparse.Namespace) -> None:
+    with atomic_output(args.out) as tmp:
+        tmp.write_text(Library(scans=[]).reference_markdown())
+    print(args.out)
 
 
 def _label_reference(args: argparse.Namespace) -> None:

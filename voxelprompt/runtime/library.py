@@ -71,9 +71,11 @@ class Library:
 
     # --- regions -----------------------------------------------------------------------------------
     def union(self, a: Volume, b: Volume) -> Volume:
+        """Voxels in mask a or mask b."""
         return self._masks(a, b).with_array(((a.array > 0) | (b.array > 0)).astype(np.uint8))
 
     def intersection(self, a: Volume, b: Volume) -> Volume:
+        """Voxels in both masks."""
         return self._masks(a, b).with_array(((a.array > 0) & (b.array > 0)).astype(np.uint8))
 
     def subtract(self, a: Volume, b: Volume) -> Volume:

@@ -35,6 +35,7 @@ class Scan:
 
 
 def volume_mm3(mask: Volume) -> float:
+    """Volume of a mask in mm^3."""
     _require_mask(mask)
     return float(np.count_nonzero(mask.array) * mask.voxel_volume_mm3)
 
@@ -52,14 +53,17 @@ def extent_mm(mask: Volume, axis: str) -> float:
 
 
 def width_mm(mask: Volume) -> float:
+    """Left-right extent of a mask in mm."""
     return extent_mm(mask, EXTENT_NAMES["width"])
 
 
 def depth_mm(mask: Volume) -> float:
+    """Anterior-posterior extent of a mask in mm."""
     return extent_mm(mask, EXTENT_NAMES["depth"])
 
 
 def height_mm(mask: Volume) -> float:
+    """Superior-inferior extent of a mask in mm."""
     return extent_mm(mask, EXTENT_NAMES["height"])
 
 
@@ -74,6 +78,7 @@ def bounding_box_ras_mm(mask: Volume) -> tuple[tuple[float, float, float], tuple
 
 
 def mean_intensity(scan: Scan, mask: Volume) -> float:
+    """Mean intensity of a scan inside a mask, in the scan's units."""
     return float(_values_in(scan, mask).mean())
 
 
@@ -87,6 +92,7 @@ def signal_to_noise(scan: Scan, mask: Volume) -> float:
 
 
 def mean_hu(scan: Scan, mask: Volume) -> float:
+    """Mean Hounsfield units of a CT inside a mask."""
     if scan.modality != "CT":
         raise MeasureError(f"mean_hu needs a CT scan, got {scan.modality}")
     return mean_intensity(scan, mask)
@@ -100,16 +106,19 @@ def mean_adc(scan: Scan, mask: Volume) -> float:
 
 
 def difference(a: float, b: float) -> float:
+    """a - b."""
     return _number(a) - _number(b)
 
 
 def ratio(a: float, b: float) -> float:
+    """a / b."""
     if _number(b) == 0:
         raise MeasureError("cannot divide by zero")
     return _number(a) / b
 
 
 def percent_change(before: float, after: float) -> float:
+    """Change from before to after, in percent of before."""
     if _number(before) == 0:
         raise MeasureError("percent change from zero is undefined")
     return 100.0 * (_number(after) - before) / before
