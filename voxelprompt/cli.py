@@ -11,7 +11,7 @@ import numpy as np
 
 from voxelprompt import __version__, cohort, demo
 from voxelprompt.errors import InputError
-from voxelprompt.io import atomic_output, load_volume, read_json, save_volume, write_json
+from voxelprompt.io import atomic_output, load_volume, read_json, save_volume, write_json, write_text
 from voxelprompt.coregister import coregister
 from voxelprompt.preprocess import MODALITIES, Preprocessed, PreprocessRecord, preprocess
 from voxelprompt.register import write_transform
@@ -147,15 +147,11 @@ def _synth_cohort(args: argparse.Namespace) -> None:
 
 
 def _library_reference(args: argparse.Namespace) -> None:
-    with atomic_output(args.out) as tmp:
-        tmp.write_text(Library(scans=[]).reference_markdown())
-    print(args.out)
+    print(write_text(args.out, Library(scans=[]).reference_markdown()))
 
 
 def _label_reference(args: argparse.Namespace) -> None:
-    with atomic_output(args.out) as tmp:
-        tmp.write_text(reference_markdown())
-    print(args.out)
+    print(write_text(args.out, reference_markdown()))
 
 
 def _preprocess(args: argparse.Namespace) -> None:

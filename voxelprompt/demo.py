@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 
 from voxelprompt import cohort
-from voxelprompt.io import load_volume, save_volume, write_json
+from voxelprompt.io import load_volume, save_volume, write_json, write_text
 from voxelprompt.packaged_data import package_file
 from voxelprompt.volume import Volume
 
@@ -57,9 +57,8 @@ def make_demo_study(root: str | Path) -> list[Path]:
         "License": "MNI template licence and MIT (see requirements/data.txt)",
         "GeneratedBy": [{"Name": "voxelprompt make-demo"}],
     })
-    (root / "participants.tsv").write_text(
-        "participant_id\n" + "".join(f"sub-{s}\n" for s in sorted({e["subject"] for e in study["images"]}))
-    )
+    subjects = sorted({entry["subject"] for entry in study["images"]})
+    write_text(root / "participants.tsv", "participant_id\n" + "".join(f"sub-{s}\n" for s in subjects))
     return written
 
 

@@ -177,11 +177,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: str | Path, data: Any) -> Path:
+def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(text)
     return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

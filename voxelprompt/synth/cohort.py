@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from voxelprompt import __version__
-from voxelprompt.io import atomic_output, save_volume, write_json
+from voxelprompt.io import atomic_output, save_volume, write_json, write_text
 from voxelprompt.synth import labels
 from voxelprompt.synth.longitudinal import follow_up
 from voxelprompt.synth.subject import SyntheticSubject, synthesize_subject
@@ -106,8 +106,8 @@ def _write_session(root: Path, subject: str, session: str, day: dt.date, synthet
         save_volume(_as_stored(name, image), path, dtype=np.int16)
         write_json(path.with_name(path.name.replace(".nii.gz", ".json")), _sidecar(name))
         if name == "DWI":
-            (path.parent / f"{prefix}_dwi.bval").write_text("1000\n")
-            (path.parent / f"{prefix}_dwi.bvec").write_text("0\n0\n0\n")  # a trace image has no direction
+            write_text(path.parent / f"{prefix}_dwi.bval", "1000\n")
+            write_text(path.parent / f"{prefix}_dwi.bvec", "0\n0\n0\n")  # a trace image has no direction
         scans.append({"filename": f"{datatype}/{path.name}", "acq_time": f"{day.isoformat()}T09:00:00"})
     with atomic_output(folder / f"{prefix}_scans.tsv") as tmp:
         pd.DataFrame(scans).to_csv(tmp, sep="\t", index=False)
@@ -171,10 +171,9 @@ def _write_dataset_files(root: Path, settings: CohortSettings, subjects: Sequenc
     })
     with atomic_output(root / "participants.tsv") as tmp:
         pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(tmp, sep="\t", index=False)
-    (root / "README").write_text(
-        "Synthetic brain MRI/CT cohort written by `voxelprompt synth-cohort`. Ground truth (label maps, ADC maps,\n"
-        "lesion attributes) is in derivatives/synth/.\n")
-    (root / ".bidsignore").write_text("**/ct\n**/ct/*\n")  # CT is not yet in the BIDS standard
+    write_text(root / "README", "Synthetic brain MRI/CT cohort written by `voxelprompt synth-cohort`. Ground truth\n"
+                                "(label maps, ADC maps, lesion attributes) is in derivatives/synth/.\n")
+    write_text(root / ".bidsignore", "**/ct\n**/ct/*\n")  # CT is not yet in the BIDS standard
     derivatives = root / "derivatives" / "synth"
     write_json(derivatives / "dataset_description.json", {
         "Name": "VoxelPrompt synthetic ground truth", "BIDSVersion": "1.10.0", "DatasetType": "derivative",

@@ -60,8 +60,7 @@ def _enlarge_ventricles(anatomy: Volume, growth_mm: float, spacing: np.ndarray) 
     for side in labels.SIDES:
         ventricle_id = labels.label_by_name(f"{side} lateral ventricle").id
         near = ndimage.distance_transform_edt(data != ventricle_id, sampling=spacing) <= growth_mm
-        base = {label.id: label for label in labels.base_labels()}
-        soft = np.isin(data, [i for i, label in base.items() if label.tissue in ("white_matter", "deep_grey")
-                              and label.hemisphere == side])
+        soft = np.isin(data, [label.id for label in labels.base_labels()
+                              if label.tissue in ("white_matter", "deep_grey") and label.hemisphere == side])
         data[near & soft] = ventricle_id
     return anatomy.with_array(data)
