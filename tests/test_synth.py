@@ -156,7 +156,7 @@ def test_every_cortical_parcel_has_a_lobe_and_territory_shared_by_its_white_matt
     cortex = [label for label in labels.base_labels() if label.tissue == "cortex"]
     assert len(cortex) == 2 * len(labels.parcel_names()) == 68
     for label in cortex:
-        assert label.lobe in labels.LOBES + ("insula",), label
+        assert label.lobe in labels.LOBES, label
         assert label.territory in labels.TERRITORIES, label
         white = by_id[label.id + 2000]  # cortex 1000 + n / 2000 + n -> white matter 3000 + n / 4000 + n
         assert white.tissue == "white_matter", white

@@ -147,7 +147,7 @@ def _synth_cohort(args: argparse.Namespace) -> None:
 
 
 def _library_reference(args: argparse.Namespace) -> None:
-    print(write_text(args.out, Library(scans=[]).reference_markdown()))
+    print(write_text(args.out, Library(scans_available=[]).reference_markdown()))
 
 
 def _label_reference(args: argparse.Namespace) -> None:

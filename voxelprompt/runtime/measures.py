@@ -36,14 +36,14 @@ class Scan:
 
 def volume_mm3(mask: Volume) -> float:
     """Volume of a mask in mm^3."""
-    _require_mask(mask)
+    require_mask(mask)
     return float(np.count_nonzero(mask.array) * mask.voxel_volume_mm3)
 
 
 def extent_mm(mask: Volume, axis: str) -> float:
     """Length of the mask's bounding box along an anatomical axis: left-right, anterior-posterior or
     superior-inferior (voxel centres, plus one voxel: a single voxel is one voxel long)."""
-    _require_mask(mask)
+    require_mask(mask)
     if axis not in AXES:
         raise MeasureError(f"axis must be one of {', '.join(AXES)}, got {axis!r}")
     low, high = bounding_box_ras_mm(mask)
@@ -69,7 +69,7 @@ def height_mm(mask: Volume) -> float:
 
 def bounding_box_ras_mm(mask: Volume) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """(lowest, highest) RAS corner of the voxel centres inside the mask."""
-    _require_mask(mask)
+    require_mask(mask)
     indices = np.argwhere(mask.array > 0)
     if len(indices) == 0:
         raise MeasureError("the mask is empty")
@@ -79,12 +79,12 @@ def bounding_box_ras_mm(mask: Volume) -> tuple[tuple[float, float, float], tuple
 
 def mean_intensity(scan: Scan, mask: Volume) -> float:
     """Mean intensity of a scan inside a mask, in the scan's units."""
-    return float(_values_in(scan, mask).mean())
+    return float(values_in(scan, mask).mean())
 
 
 def signal_to_noise(scan: Scan, mask: Volume) -> float:
     """Mean over standard deviation of the intensities inside the mask (a regional SNR)."""
-    values = _values_in(scan, mask)
+    values = values_in(scan, mask)
     spread = float(values.std())
     if spread == 0:
         raise MeasureError("the intensities in the mask do not vary, so their SNR is undefined")
@@ -107,26 +107,26 @@ def mean_adc(scan: Scan, mask: Volume) -> float:
 
 def difference(a: float, b: float) -> float:
     """a - b."""
-    return _number(a) - _number(b)
+    return number(a) - number(b)
 
 
 def ratio(a: float, b: float) -> float:
     """a / b."""
-    if _number(b) == 0:
+    if number(b) == 0:
         raise MeasureError("cannot divide by zero")
-    return _number(a) / b
+    return number(a) / b
 
 
 def percent_change(before: float, after: float) -> float:
     """Change from before to after, in percent of before."""
-    if _number(before) == 0:
+    if number(before) == 0:
         raise MeasureError("percent change from zero is undefined")
-    return 100.0 * (_number(after) - before) / before
+    return 100.0 * (number(after) - before) / before
 
 
 def asymmetry_index_percent(left: float, right: float) -> float:
     """(left - right) / mean(left, right) x 100: positive when the left is larger."""
-    total = _number(left) + _number(right)
+    total = number(left) + number(right)
     if total == 0:
         raise MeasureError("asymmetry of two zeros is undefined")
     return 200.0 * (left - right) / total
@@ -134,15 +134,15 @@ def asymmetry_index_percent(left: float, right: float) -> float:
 
 def icv_fraction(volume: float, intracranial_volume: float) -> float:
     """A volume as a fraction of the intracranial volume (both in mm^3)."""
-    if _number(intracranial_volume) <= 0:
+    if number(intracranial_volume) <= 0:
         raise MeasureError("the intracranial volume must be positive")
-    return _number(volume) / intracranial_volume
+    return number(volume) / intracranial_volume
 
 
-def _values_in(scan: Scan, mask: Volume) -> np.ndarray:
+def values_in(scan: Scan, mask: Volume) -> np.ndarray:
     if not isinstance(scan, Scan):
         raise MeasureError(f"expected a scan, got {type(scan).__name__}")
-    _require_mask(mask)
+    require_mask(mask)
     if not scan.volume.grid.is_same(mask.grid):
         raise MeasureError("the mask and the scan are on different grids")
     values = scan.volume.array[mask.array > 0]
@@ -151,12 +151,12 @@ def _values_in(scan: Scan, mask: Volume) -> np.ndarray:
     return values
 
 
-def _require_mask(mask: Volume) -> None:
+def require_mask(mask: Volume) -> None:
     if not isinstance(mask, Volume):
         raise MeasureError(f"expected a mask, got {type(mask).__name__}")
 
 
-def _number(value: float) -> float:
+def number(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MeasureError(f"expected a number, got {type(value).__name__}")
     return float(value)

@@ -18,7 +18,7 @@ import numpy as np
 
 SIDES = ("left", "right")
 LEFT_CORTEX, RIGHT_CORTEX, LEFT_WHITE_MATTER, RIGHT_WHITE_MATTER = 1000, 2000, 3000, 4000
-LOBES = ("frontal", "parietal", "temporal", "occipital", "cingulate")
+LOBES = ("frontal", "parietal", "temporal", "occipital", "cingulate", "insular")
 TERRITORIES = {"ACA": "anterior cerebral artery", "MCA": "middle cerebral artery", "PCA": "posterior cerebral artery"}
 
 

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from voxelprompt.morphology import grown_mm
 from voxelprompt.synth import labels
 from voxelprompt.synth.spatial import upsample
 from voxelprompt.volume import Volume
 
 LESION_LABEL_BASE = 10000
-_SHELL_MM = 6.0  # "surrounding tissue": this far around a lesion
+SHELL_MM = 6.0  # "surrounding tissue": this far around a lesion
 # Intensity factors relative to the surrounding tissue's mean (MRI) and offsets in HU (CT).
 _FACTORS = {"hyper": (1.35, 1.8), "hypo": (0.45, 0.7), "iso": (0.98, 1.02), "low": (0.35, 0.6), "high": (1.5, 2.5)}
 _CT_OFFSETS_HU = {"hyper": (25.0, 50.0), "hypo": (-20.0, -8.0), "iso": (-1.0, 1.0)}
@@ -213,10 +214,10 @@ def _components(core: np.ndarray, data: np.ndarray, allowed: np.ndarray, spec: d
         return {"core": core}
     # Tumour: an enhancing rim around a necrotic centre (when large enough), oedema in the white matter.
     rim_mm = rng.uniform(2.0, 4.0)
-    inner = ndimage.distance_transform_edt(core, sampling=spacing) > rim_mm
+    inner = grown_mm(core, spacing, -rim_mm)
     geometry = {"rim": core & ~inner, "necrosis": inner}
     oedema_mm = rng.uniform(4.0, 12.0)
-    around = ndimage.distance_transform_edt(~core, sampling=spacing) <= oedema_mm
+    around = grown_mm(core, spacing, oedema_mm)
     white = np.isin(data, [label.id for label in labels.base_labels() if label.tissue == "white_matter"])
     geometry["oedema"] = around & ~core & white & allowed
     return geometry
@@ -253,9 +254,8 @@ def surrounding_shell(label_map: Volume, lesion: Lesion) -> np.ndarray:
     """Normal tissue within 6 mm of the whole lesion: what its signals are relative to. That is the
     brain parenchyma (CSF, bone and scalp left out, so that a lesion near the skull is not compared
     with bone), or the tissue its class names in "relative_to" (a meningioma: the cortex)."""
-    shell_voxels = np.maximum(1, np.round(_SHELL_MM / label_map.spacing_mm)).astype(int)
     mask = np.isin(label_map.array, lesion.label_ids)
-    grown = ndimage.maximum_filter(mask, size=tuple(2 * shell_voxels + 1))
+    grown = grown_mm(mask, label_map.spacing_mm, SHELL_MM)
     reference = lesion_classes()[lesion.lesion_class].get("relative_to")
     tissue = sorted(_region_ids(reference)) if reference else parenchyma_ids()
     shell = grown & np.isin(label_map.array, tissue)

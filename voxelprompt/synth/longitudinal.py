@@ -10,29 +10,33 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from scipy import ndimage
 
+from voxelprompt.morphology import grown_mm
 from voxelprompt.synth import contrast, labels
 from voxelprompt.synth.lesions import LESION_LABEL_BASE, describe, measure, parenchyma_ids
 from voxelprompt.synth.subject import SyntheticSubject
 from voxelprompt.volume import Volume
 
-MAX_LESION_CHANGE_MM = 3.0  # per session, growth (positive) or shrinkage (negative) of each lesion
+# Per session and per mm of voxel size (so that changes stay visible on coarse training grids):
+MAX_LESION_CHANGE_MM = 3.0  # growth (positive) or shrinkage (negative) of each lesion
 MAX_VENTRICLE_GROWTH_MM = 1.5
 
 
-def follow_up(previous: SyntheticSubject, rng: np.random.Generator) -> SyntheticSubject:
+def follow_up(previous: SyntheticSubject, rng: np.random.Generator,
+              acquisitions: dict[str, contrast.Acquisition] | None = None) -> SyntheticSubject:
+    """The next session; `acquisitions` fixes how each contrast is imaged (by default, drawn anew)."""
     spacing = previous.label_map.spacing_mm
-    anatomy = _enlarge_ventricles(previous.anatomy, rng.uniform(0, MAX_VENTRICLE_GROWTH_MM), spacing)
+    scale = max(1.0, float(spacing.min()))
+    anatomy = _enlarge_ventricles(previous.anatomy, rng.uniform(0, MAX_VENTRICLE_GROWTH_MM * scale), spacing)
     data = anatomy.array.copy()
     allowed = np.isin(data, parenchyma_ids())
     for lesion in previous.lesions:
         # Shrink by at most a third of the lesion's equivalent radius, so that no lesion vanishes.
         radius_mm = (3 * lesion.attributes["volume_mm3"] / (4 * np.pi)) ** (1 / 3)
-        change_mm = float(rng.uniform(-min(MAX_LESION_CHANGE_MM, radius_mm / 3), MAX_LESION_CHANGE_MM))
+        change_mm = float(rng.uniform(-min(MAX_LESION_CHANGE_MM * scale, radius_mm / 3), MAX_LESION_CHANGE_MM * scale))
         # Outer components first, so inner ones (rim, necrosis) are painted over them.
         for component in sorted(lesion.components, key=lambda c: c.name != "oedema"):
-            mask = _grown(previous.label_map.array == component.label_id, change_mm, spacing)
+            mask = grown_mm(previous.label_map.array == component.label_id, spacing, change_mm)
             data[mask & (allowed | (data >= LESION_LABEL_BASE))] = component.label_id
     label_map = anatomy.with_array(data)
     # New records: the previous session's stay as they were measured then.
@@ -43,15 +47,10 @@ def follow_up(previous: SyntheticSubject, rng: np.random.Generator) -> Synthetic
     images: dict[str, Volume] = {}
     for name in previous.images:
         if name not in images and not (name == "ADC" and "DWI" in previous.images):
-            images.update(contrast.render(label_map, name, rng, contrast.Acquisition.random(rng, float(spacing.min())), previous.means))
+            acquisition = (acquisitions or {}).get(name) or contrast.Acquisition.random(rng, float(spacing.min()))
+            images.update(contrast.render(label_map, name, rng, acquisition, previous.means))
     return SyntheticSubject(anatomy=anatomy, label_map=label_map, lesions=lesions, images=images,
                             means=previous.means)
-
-
-def _grown(mask: np.ndarray, change_mm: float, spacing: np.ndarray) -> np.ndarray:
-    if change_mm >= 0:
-        return ndimage.distance_transform_edt(~mask, sampling=spacing) <= change_mm
-    return ndimage.distance_transform_edt(mask, sampling=spacing) > -change_mm
 
 
 def _enlarge_ventricles(anatomy: Volume, growth_mm: float, spacing: np.ndarray) -> Volume:
@@ -59,7 +58,7 @@ def _enlarge_ventricles(anatomy: Volume, growth_mm: float, spacing: np.ndarray) 
     data = anatomy.array.copy()
     for side in labels.SIDES:
         ventricle_id = labels.label_by_name(f"{side} lateral ventricle").id
-        near = ndimage.distance_transform_edt(data != ventricle_id, sampling=spacing) <= growth_mm
+        near = grown_mm(data == ventricle_id, spacing, growth_mm)
         soft = np.isin(data, [label.id for label in labels.base_labels()
                               if label.tissue in ("white_matter", "deep_grey") and label.hemisphere == side])
         data[near & soft] = ventricle_id

@@ -1,0 +1,1 @@
+"""The task catalogue T: task families with their ground-truth programs, and prompt synthesis (paper §4)."""
