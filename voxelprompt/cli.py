@@ -23,6 +23,9 @@ from voxelprompt.synth.labels import reference_markdown
 from voxelprompt.synth.lesions import lesion_classes
 from voxelprompt.synth.montage import render_montage
 from voxelprompt.synth.subject import synthesize_subject
+from voxelprompt.tasks import catalogue
+from voxelprompt.tasks import reference as task_reference
+from voxelprompt.tasks.sampling import sample_example
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--table", type=Path)
     listing.add_argument("--out", type=Path, help="write the table as TSV instead of printing it")
     listing.set_defaults(run=_samples)
+
+    tasks = commands.add_parser("tasks", help="the task catalogue: list tasks, sample prompts with their programs")
+    task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
+    task_commands.add_parser("list", help="every task with its family and number of distinct prompts").set_defaults(
+        run=_tasks_list)
+    sample = task_commands.add_parser("sample", help="prompts and ground-truth programs on synthetic subjects")
+    sample.add_argument("--task", required=True, help="task name (see `voxelprompt tasks list`)")
+    sample.add_argument("-n", type=int, default=5, help="how many examples")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(run=_tasks_sample)
+    tasks_reference = task_commands.add_parser("reference", help="write the task reference page (docs/tasks.md)")
+    tasks_reference.add_argument("out", type=Path)
+    tasks_reference.set_defaults(run=_tasks_reference)
 
     prep = commands.add_parser("preprocess", help="RAS, crop around the cranial cavity, normalise to [0, 1]")
     prep.add_argument("--image", type=Path, required=True)
@@ -148,6 +164,27 @@ def _synth_cohort(args: argparse.Namespace) -> None:
 
 def _library_reference(args: argparse.Namespace) -> None:
     print(write_text(args.out, Library(scans_available=[]).reference_markdown()))
+
+
+def _tasks_list(args: argparse.Namespace) -> None:
+    print(task_reference.listing())
+
+
+def _tasks_sample(args: argparse.Namespace) -> None:
+    try:
+        catalogue.task(args.task)
+    except KeyError as error:
+        raise InputError("--task", str(error.args[0])) from None
+    rng = np.random.default_rng(args.seed)
+    for number in range(1, args.n + 1):
+        example = sample_example(rng, args.task)
+        print(f"--- {number}: {example.prompt}")
+        for step, code in enumerate(example.program, start=1):
+            print(f"# step {step}\n{code}")
+
+
+def _tasks_reference(args: argparse.Namespace) -> None:
+    print(write_text(args.out, task_reference.reference_markdown()))
 
 
 def _label_reference(args: argparse.Namespace) -> None:

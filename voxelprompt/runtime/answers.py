@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from voxelprompt.runtime.measures import MeasureError, Scan, require_mask, values_in
+from voxelprompt.runtime.measures import MeasureError, Scan, require_mask, require_scans, values_in
 from voxelprompt.volume import Volume
 
 HYPER_RATIO, HYPO_RATIO = 1.17, 0.83  # geometric midpoints between the iso and hyper/hypo ranges
@@ -45,6 +45,7 @@ def signal_intensity(scan: Scan, region: Volume, reference: Volume) -> str:
 def enhancement(pre: Scan, post: Scan, region: Volume, reference: Volume) -> str:
     """enhancing or non-enhancing: whether part of the region brightens after contrast more than the
     reference tissue does."""
+    require_scans(pre, post)
     if pre.modality != "T1w" or post.modality != "T1w+ce":
         raise MeasureError(f"enhancement needs the pre-contrast T1w and the post-contrast T1w+ce, got "
                            f"{pre.modality} and {post.modality}")
@@ -70,10 +71,11 @@ def enhancement(pre: Scan, post: Scan, region: Volume, reference: Volume) -> str
 def diffusion(dwi: Scan, adc: Scan, region: Volume, reference: Volume) -> str:
     """restricted or not restricted: bright on the DWI and dark on the ADC map, relative to the
     reference tissue (bright DWI with a normal ADC is T2 shine-through, not restriction)."""
+    require_scans(dwi, adc)
     if dwi.modality != "DWI" or adc.modality != "ADC":
         raise MeasureError(f"diffusion needs the DWI and the ADC map, got {dwi.modality} and {adc.modality}")
     dark_adc = signal_intensity(adc, region, reference) == "hypointense"
-    bright_dwi = float(np.median(values_in(dwi, region))) > _reference_median(dwi, reference)
+    bright_dwi = signal_intensity(dwi, region, reference) == "hyperintense"
     return DIFFUSION_WORDS[0] if dark_adc and bright_dwi else DIFFUSION_WORDS[1]
 
 

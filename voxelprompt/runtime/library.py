@@ -74,8 +74,10 @@ class Library:
 
     def sessions(self) -> list[str]:
         """Session labels in order of acquisition date."""
-        ordered = sorted({(s.date, s.session) for s in self.scans_available})
-        return [session for _, session in ordered]
+        first_date: dict[str, str] = {}
+        for scan in self.scans_available:  # a session may span midnight: it is ordered by its first scan
+            first_date[scan.session] = min(first_date.get(scan.session, scan.date), scan.date)
+        return sorted(first_date, key=lambda session: (first_date[session], session))
 
     def first_session(self) -> str:
         """The session acquired first (the baseline)."""
@@ -100,10 +102,7 @@ class Library:
 
     def read(self, value: Any) -> str:
         """Hand a value (number, text, answer or encoding) back to the agent for its next step."""
-        if isinstance(value, Volume):
-            raise MeasureError("a mask cannot be read; read a measurement of it, e.g. read(volume_mm3(m))")
-        if isinstance(value, Scan):
-            raise MeasureError("a scan cannot be read; read its encoding, e.g. read(encode([scan]))")
+        _require_readable(value)
         self.reads.append(value)
         if isinstance(value, Encoding):
             return value.describe()
@@ -237,3 +236,14 @@ class Library:
         if not scan.volume.grid.is_same(region.grid):
             raise MeasureError("the mask and the scan are on different grids")
         return region.array > 0
+
+
+def _require_readable(value: Any) -> None:
+    """Numbers, text, answers and encodings can be read, also in lists; masks and scans cannot."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _require_readable(item)
+    elif isinstance(value, Volume):
+        raise MeasureError("a mask cannot be read; read a measurement of it, e.g. read(volume_mm3(m))")
+    elif isinstance(value, Scan):
+        raise MeasureError("a scan cannot be read; read its encoding, e.g. read(encode(scans()))")

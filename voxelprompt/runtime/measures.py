@@ -140,8 +140,7 @@ def icv_fraction(volume: float, intracranial_volume: float) -> float:
 
 
 def values_in(scan: Scan, mask: Volume) -> np.ndarray:
-    if not isinstance(scan, Scan):
-        raise MeasureError(f"expected a scan, got {type(scan).__name__}")
+    require_scans(scan)
     require_mask(mask)
     if not scan.volume.grid.is_same(mask.grid):
         raise MeasureError("the mask and the scan are on different grids")
@@ -149,6 +148,12 @@ def values_in(scan: Scan, mask: Volume) -> np.ndarray:
     if values.size == 0:
         raise MeasureError("the mask is empty")
     return values
+
+
+def require_scans(*scans: Scan) -> None:
+    for scan in scans:
+        if not isinstance(scan, Scan):
+            raise MeasureError(f"expected a scan, got {type(scan).__name__}")
 
 
 def require_mask(mask: Volume) -> None:

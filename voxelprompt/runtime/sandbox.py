@@ -98,6 +98,16 @@ class Environment:
         self.namespace = step.namespace
         return Feedback(ok=True, output=_clip("\n".join(outputs), self.limits.max_text_chars))
 
+    def check(self, code: str) -> Feedback:
+        """Whether code passes the allow-list, without running it (names are resolved when it runs)."""
+        try:
+            self._parse(code)
+        except SandboxError as error:
+            return Feedback(ok=False, output=f"error: {error}", error=str(error))
+        except RecursionError:
+            return Feedback(ok=False, output="error: the code is nested too deeply", error="the code is nested too deeply")
+        return Feedback(ok=True)
+
     def _parse(self, code: str) -> ast.Module:
         if not isinstance(code, str):
             raise SandboxError("code must be text")

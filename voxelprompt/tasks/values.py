@@ -126,7 +126,7 @@ def allowed(kind: str, subject: TaskSubject) -> list[str]:
     if kind == "region":
         lesions = allowed("lesion", subject)
         anatomy = allowed("anatomy", subject)
-        # Half the time a lesion, when there is one: otherwise 176 targets would drown them out.
+        # Half the time a lesion, when there is one: otherwise the anatomical targets would drown them out.
         return lesions * max(1, len(anatomy) // max(len(lesions), 1)) + anatomy if lesions else anatomy
     if kind in LESION_KINDS:
         return _descriptions(kind, subject)
