@@ -86,3 +86,11 @@ def brain_points_mm(brain: Volume, every: int = 50) -> np.ndarray:
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """A small BPE over sampled task texts, made as training makes its own (fewer episodes)."""
+    from voxelprompt.train import Settings, build_tokenizer
+
+    return build_tokenizer(Settings(out="", tokenizer_episodes=80, vocab_size=512))

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from voxelprompt import __version__, cohort, demo
 from voxelprompt.errors import InputError
@@ -26,6 +27,15 @@ from voxelprompt.synth.subject import synthesize_subject
 from voxelprompt.tasks import catalogue
 from voxelprompt.tasks import reference as task_reference
 from voxelprompt.tasks.sampling import sample_example
+from voxelprompt.train import Settings as TrainSettings
+from voxelprompt.train import train
+from voxelprompt.model.config import PRESETS
+from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.agent import Agent
+from voxelprompt.evaluate import evaluate
+from voxelprompt.prepare import prepare
+from voxelprompt.train import device_for
+from voxelprompt.cohort import modality_from_filename, normalise_modality
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +66,37 @@ def main(argv: list[str] | None = None) -> int:
     tasks_reference = task_commands.add_parser("reference", help="write the task reference page (docs/tasks.md)")
     tasks_reference.add_argument("out", type=Path)
     tasks_reference.set_defaults(run=_tasks_reference)
+
+    running = commands.add_parser("run", help="answer a prompt about one subject's images with a trained model")
+    running.add_argument("--model", type=Path, required=True, help="checkpoint directory")
+    running.add_argument("--prompt", required=True)
+    running.add_argument("--out", required=True, help="prefix of the output masks: PREFIX_<image>_<output>.nii.gz")
+    running.add_argument("--modalities", default="", help="comma-separated, one per image (default: from BIDS names)")
+    running.add_argument("--device", default="auto")
+    running.add_argument("images", type=Path, nargs="+")
+    running.set_defaults(run=_run_agent)
+
+    scoring = commands.add_parser("evaluate-model", help="score a checkpoint on held-out synthetic subjects")
+    scoring.add_argument("--model", type=Path, required=True)
+    scoring.add_argument("--per-task", type=int, default=2, help="examples of every task")
+    scoring.add_argument("--spacing-mm", type=float, default=2.0)
+    scoring.add_argument("--out", type=Path, help="write the scores as JSON")
+    scoring.set_defaults(run=_evaluate_model)
+
+    export = commands.add_parser("export-model", help="write a checkpoint in half precision with its scores in the model card")
+    export.add_argument("--model", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--scores", type=Path, help="JSON written by evaluate-model --out")
+    export.set_defaults(run=_export_model)
+
+    training = commands.add_parser("train", help="train the model (several processes: torchrun ... -m voxelprompt train)")
+    training.add_argument("--out", type=Path, required=True, help="run folder: latest/ (resumable), best/, log.csv")
+    for name, default in vars(TrainSettings(out="")).items():
+        if name != "out":
+            kind = type(default)
+            training.add_argument(f"--{name.replace('_', '-')}", default=default,
+                                  type=(lambda text: tuple(int(v) for v in text.split(","))) if kind is tuple else kind)
+    training.set_defaults(run=_train)
 
     prep = commands.add_parser("preprocess", help="RAS, crop around the cranial cavity, normalise to [0, 1]")
     prep.add_argument("--image", type=Path, required=True)
@@ -164,6 +205,69 @@ def _synth_cohort(args: argparse.Namespace) -> None:
 
 def _library_reference(args: argparse.Namespace) -> None:
     print(write_text(args.out, Library(scans_available=[]).reference_markdown()))
+
+
+def _run_agent(args: argparse.Namespace) -> None:
+    modalities = [m.strip() for m in args.modalities.split(",")] if args.modalities else [
+        modality_from_filename(path) for path in args.images]
+    if len(modalities) != len(args.images):
+        raise InputError("--modalities", f"{len(modalities)} modalities for {len(args.images)} images")
+    modalities = [m if m == "T1w+ce" else normalise_modality(m, "--modalities") for m in modalities]
+    model = VoxelPromptModel.from_pretrained(args.model, device_for(args.device))
+    subject = prepare([load_volume(p) for p in args.images], modalities, [str(p) for p in args.images])
+    result = Agent(model).run(args.prompt, subject.scans)
+    for number, step in enumerate(result.steps, start=1):
+        print(f"# step {number}\n{step}")
+    print("\n".join(["--- response"] + result.responses))
+    for metric in result.metrics:
+        print(f"{metric.name}\t{metric.value:.6g}\t{metric.unit}")
+    for name, output in result.outputs.items():
+        for index, path in enumerate(args.images):
+            target = Path(f"{args.out}_{_stem(path)}_{_slug(name)}.nii.gz")
+            save_volume(subject.on_image_grid(output, index), target, dtype=np.float32 if output.array.dtype.kind == "f" else np.uint8)
+            print(target)
+    if not result.ok:
+        raise InputError(args.prompt, f"the agent did not finish: {result.error}")
+
+
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text).split()) or "output"
+
+
+def _evaluate_model(args: argparse.Namespace) -> None:
+    model = VoxelPromptModel.from_pretrained(args.model)
+    scores = {family: s.summary() for family, s in evaluate(model, args.per_task, spacing_mm=args.spacing_mm).items()}
+    columns = list(next(iter(scores.values())))
+    print("\t".join(["family", *columns]))
+    for family, row in sorted(scores.items()):
+        print("\t".join([family, *("-" if row[c] is None else str(row[c]) for c in columns)]))
+    if args.out:
+        write_json(args.out, scores)
+
+
+def _export_model(args: argparse.Namespace) -> None:
+    model = VoxelPromptModel.from_pretrained(args.model)
+    card = (Path(args.model) / "MODEL_CARD.md").read_text() if (Path(args.model) / "MODEL_CARD.md").is_file() else ""
+    if args.scores:
+        scores = read_json(args.scores)
+        columns = list(next(iter(scores.values())))
+        card += "\n## Evaluation (voxelprompt evaluate-model, held-out synthetic subjects)\n\n"
+        card += "| family | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n"
+        for family, row in sorted(scores.items()):
+            card += f"| {family} | " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |\n"
+    print(model.save_pretrained(args.out, card=card, dtype=torch.float16))
+
+
+def _train(args: argparse.Namespace) -> None:
+    settings = TrainSettings(**{k: (str(v) if k == "out" else v) for k, v in vars(args).items()
+                                if k in TrainSettings.__dataclass_fields__})
+    if settings.preset not in PRESETS:
+        raise InputError("--preset", f"unknown preset {settings.preset!r}; presets: {', '.join(PRESETS)}")
+    print(train(settings))
 
 
 def _tasks_list(args: argparse.Namespace) -> None:

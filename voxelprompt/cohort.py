@@ -77,6 +77,16 @@ def validate_label(value: str, what: str, source: str | Path) -> str:
     return text
 
 
+def modality_from_filename(path: str | Path) -> str:
+    """The agent's modality of a BIDS-named image: its suffix, and T1w+ce for a T1w with a `ce-` entity."""
+    name = Path(path).name.split(".")[0]
+    parts = name.split("_")
+    modality = normalise_modality(parts[-1], path)
+    if modality == "T1w" and any(part.startswith("ce-") for part in parts[:-1]):
+        return "T1w+ce"
+    return modality
+
+
 def normalise_modality(value: str, source: str | Path) -> str:
     text = str(value).strip()
     modality = text if text in MODALITY_NAMING else _MODALITY_ALIASES.get(text.lower())

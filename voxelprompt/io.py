@@ -167,11 +167,13 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     tmp = Path(tmp_name)
     # mkstemp creates 0600 files; outputs must be readable like any other file the user writes.
+    # Set again after writing: some writers (safetensors) replace the file with one of their own.
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

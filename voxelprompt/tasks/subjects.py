@@ -55,15 +55,11 @@ class TaskSubject:
 
 
 def synthesize(requirements: Requirements, rng: np.random.Generator, spacing_mm: float | None = 2.0,
-               source: str = "oasis-dk", acquisitions: dict[str, contrast.Acquisition] | None = None) -> TaskSubject:
+               source: str = "oasis-dk", acquisitions: dict[str, contrast.Acquisition] | None = None,
+               max_contrasts: int = MAX_CONTRASTS) -> TaskSubject:
     """A subject that meets the requirements, with optional contrasts and lesions drawn at random
     (`acquisitions` fixes how each contrast is imaged; by default each image draws its own)."""
-    contrasts = list(dict.fromkeys(requirements.contrasts))
-    optional = [c for c in OPTIONAL_CONTRASTS if c not in contrasts]
-    extra = int(rng.integers(0 if contrasts else 1, max(MAX_CONTRASTS - len(contrasts), 1) + 1))
-    contrasts += [optional[i] for i in rng.permutation(len(optional))[:extra]]
-    if "DWI" in contrasts and "ADC" not in contrasts:
-        contrasts.append("ADC")  # rendered together
+    contrasts = choose_contrasts(requirements, rng, max_contrasts)
     classes = sorted(lesion_classes())
     if requirements.lesions:
         chosen = [requirements.lesions[int(rng.integers(len(requirements.lesions)))]]
@@ -72,12 +68,31 @@ def synthesize(requirements: Requirements, rng: np.random.Generator, spacing_mm:
     else:
         chosen = [classes[int(rng.integers(len(classes)))]] if rng.random() < 0.4 else []
     first = synthesize_subject(rng, tuple(contrasts), tuple(dict.fromkeys(chosen)), spacing_mm, source, acquisitions)
-    date = dt.date(2024, 1, 8) + dt.timedelta(days=int(rng.integers(0, 365)))
-    sessions = [Session("01", date.isoformat(), first)]
+    dates = session_dates(requirements.sessions, rng)
+    sessions = [Session("01", dates[0], first)]
     for number in range(2, requirements.sessions + 1):
-        date += dt.timedelta(days=int(rng.integers(60, 400)))
-        sessions.append(Session(f"{number:02d}", date.isoformat(), follow_up(sessions[-1].synthetic, rng, acquisitions)))
+        sessions.append(Session(f"{number:02d}", dates[number - 1], follow_up(sessions[-1].synthetic, rng, acquisitions)))
     return TaskSubject(sessions)
+
+
+def choose_contrasts(requirements: Requirements, rng: np.random.Generator, max_contrasts: int = MAX_CONTRASTS) -> list[str]:
+    """The contrasts a task needs, plus optional ones drawn up to `max_contrasts` in all."""
+    contrasts = list(dict.fromkeys(requirements.contrasts))
+    optional = [c for c in OPTIONAL_CONTRASTS if c not in contrasts]
+    extra = int(rng.integers(0 if contrasts else 1, max(max_contrasts - len(contrasts), 1) + 1))
+    contrasts += [optional[i] for i in rng.permutation(len(optional))[:extra]]
+    if "DWI" in contrasts and "ADC" not in contrasts:
+        contrasts.append("ADC")  # rendered together
+    return contrasts
+
+
+def session_dates(count: int, rng: np.random.Generator) -> list[str]:
+    """ISO dates of `count` sessions, two months to a year apart."""
+    date = dt.date(2024, 1, 8) + dt.timedelta(days=int(rng.integers(0, 365)))
+    dates = [date]
+    for _ in range(count - 1):
+        dates.append(dates[-1] + dt.timedelta(days=int(rng.integers(60, 400))))
+    return [d.isoformat() for d in dates]
 
 
 def acquisitions_at_label_resolution(spacing_mm: float) -> dict[str, contrast.Acquisition]:

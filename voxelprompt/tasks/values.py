@@ -44,6 +44,7 @@ KINDS = ("anatomy", "ventricle", "lateral_structure", "region", *LESION_KINDS, "
 VENTRICLES = ("ventricular system", "left lateral ventricle", "right lateral ventricle", "left and right lateral ventricle")
 MRI_CONTRASTS = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI")
 SIGNAL_CONTRASTS = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "ADC", "CT")
+CONTRAST_KINDS = ("contrast", "mri_contrast", "signal_contrast")
 EXTENTS = ("width", "depth", "height")
 MARGINS_MM = (0, 2, 5, 10, 15, 20)
 ALL_LESIONS = "all lesions"

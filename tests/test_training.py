@@ -1,0 +1,295 @@
+"""Training (voxelprompt/train.py, voxelprompt/model/objective.py): executed episodes on a synthetic
+subject, the loss of Eq. 2 and where its gradients go, overfitting one batch, resumable optimiser
+state, and the `voxelprompt train` command alone, resumed, and under torchrun (DDP on gloo)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from voxelprompt.model import tokens
+from voxelprompt.model import episode as episodes
+from voxelprompt.model.config import PRESETS
+from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.model.objective import Objective
+from voxelprompt.tasks.catalogue import catalogue
+from voxelprompt.tasks.sampling import example_for
+from voxelprompt.tasks.subjects import Requirements, synthesize
+from voxelprompt.train import LOG_COLUMNS, Settings, State, _load_optimiser, _save, cropped
+
+TEST = PRESETS["test"]
+STEPS = ['e1 = encode([select("T1w")])\ne2 = encode(scans())\nread(e1)\nread(e2)',
+         'm = segment(e2, "left lateral ventricle")\nv = volume_mm3(segment(e1, "brain"))\nread(v)',
+         'output(m, "ventricle")\nstop()']
+CROP = (20, 20, 20)
+TRAIN_FLAGS = ["--preset", "test", "--tokenizer-episodes", "100", "--vocab-size", "512", "--validate-every", "2",
+               "--validation-text", "4", "--validation-imaged", "1", "--crop-voxels", "24,24,24", "--spacing-mm", "4",
+               "--episodes-per-subject", "2", "--checkpoint-every", "1", "--text-batch", "2"]
+CHECKPOINT_FILES = ["MODEL_CARD.md", "config.json", "model.safetensors", "tokenizer.json"]
+
+
+@pytest.fixture(scope="module")
+def subject(anatomy_cache):
+    """A 4 mm synthetic subject with a T1w and at least one other scan (and, as a side effect, the
+    test session's anatomy cache that the training subprocesses below read)."""
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        found = synthesize(Requirements(contrasts=("T1w",)), rng, 4.0, max_contrasts=2)
+        if len(found.scans) >= 2:
+            return found
+    raise AssertionError("no subject with two scans in ten draws")
+
+
+@pytest.fixture(scope="module")
+def executed(tokenizer, subject):
+    return episodes.from_execution(tokenizer, "how large is the left lateral ventricle?", STEPS, subject)
+
+
+@pytest.fixture(scope="module")
+def imaged(executed, subject):
+    head = subject.sessions[0].synthetic.label_map.array > 0
+    return cropped(executed, head, CROP, np.random.default_rng(1))
+
+
+@pytest.fixture(scope="module")
+def text_batch(tokenizer):
+    rng = np.random.default_rng(2)
+    return [episodes.text_only(tokenizer, catalogue()[name], rng) for name in ("volume", "lesion-growth")]
+
+
+def _model(tokenizer, seed: int = 0) -> VoxelPromptModel:
+    torch.manual_seed(seed)
+    return VoxelPromptModel(TEST, tokenizer)
+
+
+# --- executed episodes ----------------------------------------------------------------------------
+
+def test_executed_episode(tokenizer, subject, executed):
+    scans = len(subject.scans)
+    assert [(c.kind, c.encoding) for c in executed.calls] == [("encode", 0), ("encode", 1), ("segment", 1),
+                                                               ("segment", 0)]
+    assert [len(c.scans) for c in executed.calls[:2]] == [1, scans]
+    assert [c.target for c in executed.calls[2:]] == ["left lateral ventricle", "brain"]
+    assert all(c.truth.shape == subject.scans[0].volume.shape and c.truth.array.any() for c in executed.calls[2:])
+    # one <MOD> per vision call, in the order the calls ran; one <ENC> per scan of each encoding read
+    assert len(executed.positions(tokenizer, tokens.MOD)) == len(executed.calls)
+    assert executed.slots == [(0, 0)] + [(1, s) for s in range(scans)]
+    assert len(executed.positions(tokenizer, tokens.ENC)) == 1 + scans
+    assert executed.steps == STEPS
+
+
+def test_executed_task_example(tokenizer, subject):
+    """A catalogue task's program, run on the subject: vision calls, marks and slots agree."""
+    example = example_for(catalogue()["volume"], subject, np.random.default_rng(3))
+    episode = episodes.from_execution(tokenizer, example.prompt, example.program, subject)
+    assert len(episode.positions(tokenizer, tokens.MOD)) == len(episode.calls) >= 2
+    encodings = [c for c in episode.calls if c.kind == "encode"]
+    assert len(episode.positions(tokenizer, tokens.ENC)) == len(episode.slots) == sum(len(c.scans) for c in encodings)
+
+
+def test_cropped(imaged, subject):
+    for call in imaged.calls:
+        volume = call.scans[0].volume if call.kind == "encode" else call.truth
+        assert all(n <= c for n, c in zip(volume.shape, CROP))
+        assert volume.shape == imaged.calls[0].scans[0].volume.shape
+        assert all(s.volume.shape == volume.shape for s in call.scans)
+
+
+# --- the objective --------------------------------------------------------------------------------
+
+def _vision_parameters(model):
+    return {n: p for n, p in model.named_parameters() if n.startswith("vision.") or n.startswith("to_phi.")}
+
+
+def test_losses_are_finite(tokenizer, text_batch, imaged):
+    objective = Objective(_model(tokenizer), dice_weight=0.1, max_segmentations=2)
+    losses = objective(text_batch, imaged, np.random.default_rng(0))
+    assert torch.isfinite(losses.total) and math.isfinite(losses.code)
+    assert 0 <= losses.dice <= 1
+    assert losses.tokens > 0 and 0 <= losses.correct <= losses.tokens
+    # total = code + lambda (1 - dice)
+    assert float(losses.total.detach()) == pytest.approx(losses.code + 0.1 * (1 - losses.dice), rel=1e-5)
+    text_only = objective(text_batch, None)
+    assert text_only.dice is None and float(text_only.total.detach()) == pytest.approx(text_only.code)
+    # the learned tokens are those of the code: as many as the episodes mark (less the first token)
+    assert text_only.tokens == sum(sum(e.target[1:]) for e in text_batch)
+
+
+def test_text_only_batch_does_not_train_vision(tokenizer, text_batch):
+    model = _model(tokenizer)
+    Objective(model)(text_batch, None).total.backward()
+    untouched = [n for n, p in _vision_parameters(model).items() if p.grad is not None and p.grad.abs().max() > 0]
+    assert untouched == []
+    agent = [p for n, p in model.named_parameters() if n.startswith("agent.")]
+    assert all(p.grad is not None for p in agent)
+
+
+def test_imaged_episode_trains_vision_and_phi(tokenizer, imaged):
+    model = _model(tokenizer)
+    losses = Objective(model, dice_weight=0.1, max_segmentations=2)([], imaged, np.random.default_rng(0))
+    losses.total.backward()
+    without = [n for n, p in _vision_parameters(model).items() if p.grad is None or not p.grad.abs().max() > 0]
+    assert without == []  # every parameter of m_enc, m_gen, the encodings' projection and to_phi
+    assert model.to_phi.weight.grad.abs().max() > 0
+    assert model.vision.to_agent.weight.grad.abs().max() > 0  # through the <ENC> slots
+
+
+def test_imaged_episode_with_mismatched_calls_is_refused(tokenizer, imaged):
+    broken = episodes.Episode(list(imaged.ids), list(imaged.target), imaged.calls[:-1], imaged.steps, imaged.slots)
+    with pytest.raises(ValueError, match="<MOD>"):
+        Objective(_model(tokenizer))([], broken)
+
+
+def test_overfit_one_text_batch(tokenizer, text_batch):
+    model = _model(tokenizer)
+    objective = Objective(model)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    history = []
+    for _ in range(25):
+        optimiser.zero_grad()
+        losses = objective(text_batch, None)
+        losses.total.backward()
+        optimiser.step()
+        history.append((losses.code, losses.correct / losses.tokens))
+    with torch.no_grad():
+        final = objective(text_batch, None)
+    assert final.code < 0.5 * history[0][0]
+    assert final.correct / final.tokens > history[0][1] + 0.3
+
+
+def test_optimiser_state_resumes_exactly(tokenizer, text_batch, tmp_path):
+    """latest/ holds everything Adam needs: one more step after loading equals one more step without
+    stopping."""
+    settings = Settings(out=str(tmp_path), preset="test", learning_rate=1e-3)
+    model = _model(tokenizer)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+
+    def step(model, optimiser):
+        optimiser.zero_grad()
+        Objective(model)(text_batch, None).total.backward()
+        optimiser.step()
+
+    for _ in range(2):
+        step(model, optimiser)
+    _save(model, optimiser, State(step=2, learning_rate=settings.learning_rate), settings, tmp_path / "latest")
+    saved = load_file(str(tmp_path / "latest" / "optimiser.safetensors"))
+    assert {k.split("::")[1] for k in saved} == {"step", "exp_avg", "exp_avg_sq"}
+
+    loaded = VoxelPromptModel.from_pretrained(tmp_path / "latest")
+    loaded_optimiser = torch.optim.Adam(loaded.parameters(), lr=settings.learning_rate)
+    _load_optimiser(loaded_optimiser, loaded, tmp_path / "latest" / "optimiser.safetensors", settings.learning_rate)
+    step(model, optimiser)
+    step(loaded, loaded_optimiser)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+
+
+# --- the train command ------------------------------------------------------------------------------
+
+def _train(out: Path, steps: int, *launcher: str, flags=TRAIN_FLAGS) -> subprocess.CompletedProcess:
+    command = [*(launcher or (sys.executable,)), "-m", "voxelprompt", "train", "--out", str(out),
+               "--steps", str(steps), *flags]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def _rows(out: Path) -> list[dict]:
+    with (out / "log.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == LOG_COLUMNS
+        return list(reader)
+
+
+@pytest.fixture(scope="module")
+def three_steps(subject, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "run"
+    _train(out, 3)
+    return out
+
+
+def test_train_writes_checkpoints_and_log(three_steps):
+    out = three_steps
+    latest, best = out / "latest", out / "best"
+    assert sorted(p.name for p in latest.iterdir()) == sorted(CHECKPOINT_FILES + ["optimiser.safetensors",
+                                                                               "training_state.json"])
+    assert sorted(p.name for p in best.iterdir()) == CHECKPOINT_FILES
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(float(r["loss"])) and math.isfinite(float(r["code_loss"])) for r in rows)
+    assert all(r["dice"] != "" for r in rows)  # an imaged episode every step
+    assert [r["validation_loss"] != "" for r in rows] == [False, True, False]
+    state = json.loads((latest / "training_state.json").read_text())
+    assert state["state"]["step"] == 3 and state["settings"]["preset"] == "test"
+    assert json.loads((latest / "config.json").read_text())["preset"] == "test"
+    assert "steps: 3" in (latest / "MODEL_CARD.md").read_text()
+    for checkpoint in (latest, best):
+        model = VoxelPromptModel.from_pretrained(checkpoint)
+        assert model.config == TEST
+    optimiser = load_file(str(latest / "optimiser.safetensors"))
+    assert optimiser and all("::" in key for key in optimiser)
+
+
+def test_train_resumes(three_steps, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(three_steps, out)
+    log_before = (out / "log.csv").read_text()
+    tokenizer_before = (out / "latest" / "tokenizer.json").read_bytes()
+    weights_before = load_file(str(out / "latest" / "model.safetensors"))
+    _train(out, 5)
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert (out / "log.csv").read_text().startswith(log_before)
+    assert float(rows[3]["seconds"]) >= float(rows[2]["seconds"])  # time continues from the saved state
+    assert rows[3]["validation_loss"] != ""
+    assert (out / "latest" / "tokenizer.json").read_bytes() == tokenizer_before
+    state = json.loads((out / "latest" / "training_state.json").read_text())
+    assert state["state"]["step"] == 5
+    weights_after = load_file(str(out / "latest" / "model.safetensors"))
+    assert any(not torch.equal(weights_before[n], weights_after[n]) for n in weights_before)
+    # nothing left to do: the log is unchanged
+    log_done = (out / "log.csv").read_text()
+    _train(out, 5)
+    assert (out / "log.csv").read_text() == log_done
+
+
+def _torchrun() -> list[str]:
+    script = Path(sys.executable).parent / "torchrun"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def test_train_distributed(subject, tmp_path):
+    out = tmp_path / "ddp"
+    done = _train(out, 2, *_torchrun(), "--standalone", "--nproc_per_node", "2")
+    assert [int(r["step"]) for r in _rows(out)] == [1, 2]  # one writer: rank 0
+    assert (out / "latest" / "training_state.json").is_file()
+    assert json.loads((out / "latest" / "training_state.json").read_text())["state"]["step"] == 2
+    VoxelPromptModel.from_pretrained(out / "latest")
+    assert "Traceback" not in done.stderr
+
+
+def test_gamma_distortion_changes_mri_contrast_and_keeps_physical_units():
+    """Exponential scaling (§4.3) reshapes MRI intensities monotonically; CT (HU) and ADC are kept."""
+    from voxelprompt.model.episode import Episode, VisionCall
+    from voxelprompt.runtime.measures import Scan
+    from voxelprompt.train import gamma_distorted
+    from voxelprompt.volume import Volume
+
+    values = np.linspace(0, 100, 1000, dtype=np.float32).reshape(10, 10, 10)
+    scans = tuple(Scan(Volume(values.copy(), np.eye(4)), modality) for modality in ("T1w", "CT", "ADC"))
+    episode = Episode([], [], calls=[VisionCall("encode", 0, scans)])
+    distorted = gamma_distorted(episode, np.random.default_rng(3), log_sigma=0.5).calls[0].scans
+    t1, ct, adc = (s.volume.array for s in distorted)
+    assert not np.allclose(t1, values) and np.all(np.diff(t1.ravel()) >= 0)
+    assert np.array_equal(ct, values) and np.array_equal(adc, values)

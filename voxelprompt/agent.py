@@ -1,0 +1,162 @@
+"""Inference (paper Figure 2): the agent writes a step of code, the sandbox runs it, what it read is
+fed back, and so on until the code calls `stop()` or the step limit is reached.
+
+Decoding is greedy with a key-value cache, so the same model, prompt and scans always give the same
+program. Each `<MOD>` the agent writes yields the latent features of the vision call it follows;
+`ModelVision` hands them to the networks in the order the calls run. Without encoder steering (the
+`cpu` preset) a subject's encoding depends only on its scans, and is computed once for all prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from voxelprompt.model import tokens
+from voxelprompt.model.episode import feedback_pieces, prefix_pieces
+from voxelprompt.model.inputs import stacked
+from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.model.vision import Encoded
+from voxelprompt.runtime import Environment
+from voxelprompt.runtime.library import Library, Metric
+from voxelprompt.runtime.measures import MeasureError, Scan
+from voxelprompt.runtime.vision import Encoding
+from voxelprompt.volume import Volume
+
+MAX_STEPS = 8
+MAX_STEP_TOKENS = 512
+# Tokens the agent never writes in code: they are given by the loop.
+GIVEN = (tokens.PAD, tokens.PROMPT, tokens.SCANS, tokens.CODE, tokens.FEEDBACK, tokens.END_FEEDBACK, tokens.PHI,
+         tokens.ENC)
+
+
+@dataclass
+class Result:
+    prompt: str
+    steps: list[str] = field(default_factory=list)  # the code of each step, as run
+    responses: list[str] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    outputs: dict[str, Volume] = field(default_factory=dict)
+    ok: bool = False
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def program(self) -> str:
+        return "\n".join(self.steps)
+
+
+class ModelVision:
+    """The trained networks behind the library's `encode` and `segment`."""
+
+    def __init__(self, model: VoxelPromptModel, cache: dict | None = None):
+        self.model = model
+        self.latents: list[torch.Tensor] = []  # phi of the calls the current step's code makes, in order
+        self.cache = cache if cache is not None else {}
+
+    def encode(self, scans: Sequence[Scan]) -> Encoding:
+        phi = self._next_latent()
+        modalities = [s.modality for s in scans]
+        # Keyed by the scan objects themselves; the entry keeps them alive, so an id is never reused.
+        key = tuple(id(s) for s in scans)
+        cached = self.cache.get(key)
+        if self.model.config.vision.encoder_latent or cached is None or any(a is not b for a, b in zip(cached[0], scans)):
+            images = stacked(list(scans), self.model.device)
+            encoded = self.model.vision.encode(images, tuple(scans[0].volume.spacing_mm), modalities, phi)
+            if not self.model.config.vision.encoder_latent:
+                self.cache[key] = (tuple(scans), encoded)
+        else:
+            encoded = cached[1]
+        return Encoding(tuple(scans), features=encoded)
+
+    def segment(self, encoding: Encoding, target: str) -> Volume:
+        phi = self._next_latent()
+        features: Encoded = encoding.features
+        logits = self.model.vision.generate(features, phi, [s.modality for s in encoding.scans])
+        mask = (logits > 0).cpu().numpy().astype(np.uint8)  # sigmoid > 0.5
+        return encoding.scans[0].volume.with_array(mask)
+
+    def _next_latent(self) -> torch.Tensor:
+        if not self.latents:
+            raise MeasureError("a vision call without latent features: write the mark after encode(...) and segment(...)")
+        return self.latents.pop(0)
+
+
+class Agent:
+    def __init__(self, model: VoxelPromptModel, max_steps: int = MAX_STEPS, max_step_tokens: int = MAX_STEP_TOKENS):
+        if max_steps < 1 or max_step_tokens < 1:
+            raise ValueError("the agent needs at least one step of at least one token")
+        self.model = model.eval()
+        self.max_steps = max_steps
+        self.max_step_tokens = max_step_tokens
+        vocabulary = model.tokenizer.get_vocab_size()
+        self.forbidden = torch.zeros(vocabulary, dtype=torch.bool, device=model.device)
+        self.forbidden[[model.special[t] for t in GIVEN]] = True
+
+    @torch.no_grad()
+    def run(self, prompt: str, scans: Sequence[Scan], cache: dict | None = None) -> Result:
+        """Answer one prompt about one subject's co-registered scans. Pass the same `cache` for every
+        prompt of a subject to reuse its encoding."""
+        started = time.perf_counter()
+        result = Result(prompt)
+        vision = ModelVision(self.model, cache)
+        library = Library(list(scans), vision)
+        environment = Environment(library.functions())
+        self._past, self._last = None, None
+        self._feed(prefix_pieces(prompt, scans))
+        for _ in range(self.max_steps):
+            code, latents = self._write_step()
+            vision.latents = latents
+            before = len(library.reads)
+            feedback = environment.run(code)
+            result.steps.append(code)
+            if library.stopped or (feedback.ok and not code.strip()):
+                break
+            read = library.reads[before:]
+            self._feed(feedback_pieces(read, "" if feedback.ok else feedback.error), read)
+        result.responses, result.metrics, result.outputs = library.responses, library.metrics, library.outputs
+        result.ok = library.stopped
+        if not library.stopped:
+            result.error = feedback.error or ("the agent wrote an empty step" if not code.strip()
+                                              else f"the program did not stop within {self.max_steps} steps")
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _feed(self, pieces: list[tokens.Piece], read: Sequence = ()) -> None:
+        """Append given text (with encodings in its <ENC> slots) to the agent's context."""
+        model = self.model
+        ids = torch.tensor(tokens.ids_of(model.tokenizer, pieces), device=model.device)[None]
+        embeddings = [value.features.embeddings for value in read if isinstance(value, Encoding)]
+        slots = (ids[0] == model.special[tokens.ENC]).nonzero().flatten().tolist()
+        spliced = dict(zip(slots, torch.cat(embeddings))) if embeddings else {}
+        hidden, self._past = model.hidden(model.embed(ids, spliced), past=self._past, use_cache=True)
+        self._last = hidden[0, -1]
+
+    def _write_step(self) -> tuple[str, list[torch.Tensor]]:
+        """Greedy decoding of one step; the hidden state at each <MOD> gives phi, and <PHI> follows it."""
+        model = self.model
+        self._feed([tokens.Special(tokens.CODE)])
+        written, latents = [], []
+        for _ in range(self.max_step_tokens):
+            logits = model.logits(self._last).masked_fill(self.forbidden, float("-inf"))
+            token = int(logits.argmax())
+            if token == model.special[tokens.END_STEP]:
+                self._feed_id(token)
+                break
+            written.append(token)
+            self._feed_id(token)
+            if token == model.special[tokens.MOD]:
+                latents.append(model.phi(self._last))
+                self._feed_id(model.special[tokens.PHI])
+        text = model.tokenizer.decode(written, skip_special_tokens=False)
+        return tokens.unmark(text), latents
+
+    def _feed_id(self, token: int) -> None:
+        model = self.model
+        ids = torch.tensor([[token]], device=model.device)
+        hidden, self._past = model.hidden(model.embed(ids), past=self._past, use_cache=True)
+        self._last = hidden[0, -1]

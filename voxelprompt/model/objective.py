@@ -1,0 +1,126 @@
+"""The training objective (paper Eq. 2): cross-entropy of the agent's code tokens plus lambda times
+the soft Dice loss of every segmentation the vision networks generate while the ground-truth
+program runs (teacher forcing).
+
+A batch holds text-only episodes (code only; cheap) and at most one episode with images, whose
+`segment` calls train the vision networks through phi. The <ENC> slots of an episode with images
+hold the encodings of its scans; those of text-only episodes keep the <ENC> token's own embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxelprompt.model import tokens
+from voxelprompt.model.episode import Episode
+from voxelprompt.model.inputs import stacked
+from voxelprompt.model.joint import VoxelPromptModel
+
+IGNORE = -100
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor
+    code: float  # mean cross-entropy per code token
+    dice: float | None  # mean soft Dice of the generated segmentations (None: no images in the batch)
+    tokens: int
+    correct: int  # code tokens predicted right (teacher forcing)
+
+
+def soft_dice(probabilities: torch.Tensor, truth: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    intersection = (probabilities * truth).sum()
+    return (2 * intersection + eps) / (probabilities.sum() + truth.sum() + eps)
+
+
+class Objective(nn.Module):
+    """Wraps the model so that one `forward` computes the whole loss (what DistributedDataParallel needs)."""
+
+    def __init__(self, model: VoxelPromptModel, dice_weight: float = 0.1, max_segmentations: int = 2):
+        super().__init__()
+        self.model = model
+        self.dice_weight = dice_weight
+        self.max_segmentations = max_segmentations
+
+    def forward(self, text: list[Episode], imaged: Episode | None = None,
+                rng: np.random.Generator | None = None) -> Losses:
+        logits, labels, dice = [], [], []
+        if text:
+            batch_logits, batch_labels = self._text(text)
+            logits.append(batch_logits.reshape(-1, batch_logits.shape[-1]))
+            labels.append(batch_labels.reshape(-1))
+        if imaged is not None:
+            episode_logits, episode_labels, dice = self._imaged(imaged, rng or np.random.default_rng())
+            logits.append(episode_logits)
+            labels.append(episode_labels)
+        logits_all, labels_all = torch.cat(logits), torch.cat(labels)
+        code = F.cross_entropy(logits_all.float(), labels_all, ignore_index=IGNORE)
+        total = code
+        if dice:
+            total = total + self.dice_weight * (1 - torch.stack(dice)).mean()
+        counted = labels_all != IGNORE
+        correct = int((logits_all.argmax(-1)[counted] == labels_all[counted]).sum())
+        return Losses(total, float(code.detach()), float(torch.stack(dice).detach().mean()) if dice else None,
+                      int(counted.sum()), correct)
+
+    def _labels(self, episode: Episode, length: int) -> torch.Tensor:
+        """Next-token targets: the token at t + 1 where it is learned, else ignored."""
+        labels = torch.full((length,), IGNORE, dtype=torch.long)
+        for t in range(min(length, len(episode.ids)) - 1):
+            if episode.target[t + 1]:
+                labels[t] = episode.ids[t + 1]
+        return labels
+
+    def _text(self, episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.model
+        length = max(len(e.ids) for e in episodes)
+        pad = model.special[tokens.PAD]
+        ids = torch.full((len(episodes), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(episodes), length), dtype=torch.long)
+        for row, episode in enumerate(episodes):
+            ids[row, : len(episode.ids)] = torch.tensor(episode.ids)
+            mask[row, : len(episode.ids)] = 1
+        labels = torch.stack([self._labels(e, length) for e in episodes])
+        device = model.device
+        hidden, _ = model.hidden(model.embed(ids.to(device)), attention_mask=mask.to(device))
+        return model.logits(hidden), labels.to(device)
+
+    def _imaged(self, episode: Episode, rng: np.random.Generator):
+        model = self.model
+        device = model.device
+        ids = torch.tensor(episode.ids, device=device)[None]
+        mods = [i for i, t in enumerate(episode.ids) if t == model.special[tokens.MOD]]
+        slots = [i for i, t in enumerate(episode.ids) if t == model.special[tokens.ENC]]
+        if len(mods) != len(episode.calls) or len(slots) != len(episode.slots):
+            raise ValueError("the episode's <MOD> marks or <ENC> slots do not match its vision calls")
+        # Pass A, up to the first encoding slot: the phi of every encode call (causal attention makes
+        # these hidden states the same as in the full pass below).
+        first_slot = slots[0] if slots else len(episode.ids)
+        prefix, _ = model.hidden(model.embed(ids[:, :first_slot]))
+        encoded = {}
+        for call, position in zip(episode.calls, mods):
+            if call.kind == "encode":
+                if position >= first_slot:
+                    raise ValueError("an encode call comes after an encoding was read")
+                modalities = [s.modality for s in call.scans]
+                images = stacked(call.scans, device)
+                encoded[call.encoding] = (model.vision.encode(images, tuple(call.scans[0].volume.spacing_mm), modalities,
+                                                              model.phi(prefix[0, position])), modalities)
+        # Pass B, the whole episode with the encodings in their slots.
+        spliced = {position: encoded[e][0].embeddings[s] for position, (e, s) in zip(slots, episode.slots)}
+        hidden, _ = model.hidden(model.embed(ids, spliced))
+        segmentations = [(call, position) for call, position in zip(episode.calls, mods) if call.kind == "segment"]
+        chosen = rng.permutation(len(segmentations))[: self.max_segmentations]
+        dice = []
+        for index in sorted(chosen):
+            call, position = segmentations[index]
+            features, modalities = encoded[call.encoding]
+            logits = model.vision.generate(features, model.phi(hidden[0, position]), modalities)
+            truth = torch.from_numpy(np.asarray(call.truth.array > 0, dtype=np.float32)).to(device)
+            dice.append(soft_dice(torch.sigmoid(logits.float()), truth))
+        return model.logits(hidden[0]), self._labels(episode, len(episode.ids)).to(device), dice

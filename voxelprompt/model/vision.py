@@ -1,0 +1,159 @@
+"""The instructable vision networks m_enc and m_gen (paper §3.1, Appendix A.1): the down- and
+up-sampling arms of a UNet whose every level is a 3^3 convolution, latent-feature mixing, stream
+interaction across the S input volumes, GroupNorm (groups of four channels) and SiLU.
+
+Native-space processing: each level knows its voxel spacing; along an axis more than twice as coarse
+as the finest one (thick slices) the level convolves each slice in 2D with the kernel's central
+slice and does not pool, so a 1 x 1 x 5 mm scan is never resampled to isotropic voxels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxelprompt.model.config import VisionConfig
+
+MODALITIES = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
+THICK_RATIO = 2.0
+
+
+def thick_axes(spacing_mm: tuple[float, float, float]) -> tuple[bool, bool, bool]:
+    finest = min(spacing_mm)
+    return tuple(s > THICK_RATIO * finest for s in spacing_mm)  # type: ignore[return-value]
+
+
+class NativeConv(nn.Module):
+    """A 3^3 convolution that becomes slice-wise 2D (the kernel's central slice) along thick axes."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor, thick: tuple[bool, bool, bool]) -> torch.Tensor:
+        weight, padding = self.weight, [1, 1, 1]
+        for axis, is_thick in enumerate(thick):
+            if is_thick:
+                weight = weight.narrow(2 + axis, 1, 1)
+                padding[axis] = 0
+        return F.conv3d(x, weight, self.bias, padding=tuple(padding))
+
+
+class LatentMixing(nn.Module):
+    """Concatenate each stream's phi to its voxel features and map back to c channels (a 1x1x1
+    convolution of [a_s, phi_s], written as two terms so that phi is not broadcast over space first)."""
+
+    def __init__(self, channels: int, phi_dim: int):
+        super().__init__()
+        self.features = nn.Conv3d(channels, channels, 1)
+        self.latent = nn.Linear(phi_dim, channels, bias=False)
+
+    def forward(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        return self.features(x) + self.latent(phi)[:, :, None, None, None]
+
+
+class StreamAttention(nn.Module):
+    """Eq. 1: at every voxel, attention across the S streams, B = f(softmax(Q K^T / sqrt(b)) V) + A."""
+
+    def __init__(self, channels: int, attention_dim: int):
+        super().__init__()
+        self.attention_dim = attention_dim
+        self.qkv = nn.Conv3d(channels, 3 * attention_dim, 1)
+        self.out = nn.Conv3d(attention_dim, channels, 1)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(a).chunk(3, dim=1)  # each (S, b, X, Y, Z)
+        streams = a.shape[0]
+        if streams == 1:
+            mixed = v  # softmax over a single stream is 1: exactly Eq. 1, without the arithmetic
+        else:
+            # Scores stream by stream (S is small), so memory stays at S^2 voxel maps, never S^2 * b.
+            scores = torch.stack([(q * k[t]).sum(dim=1) for t in range(streams)], dim=1) / math.sqrt(self.attention_dim)
+            weights = torch.softmax(scores, dim=1)  # (S, S, X, Y, Z): stream s attends to stream t
+            mixed = sum(weights[:, t : t + 1] * v[t] for t in range(streams))
+        return self.out(mixed) + a
+
+
+class Level(nn.Module):
+    """Convolution, latent mixing, stream interaction, GroupNorm, SiLU. Not `instructable`: the same
+    level with a plain fully-connected layer in place of the mixing and no stream interaction (the
+    single-task baselines of §5)."""
+
+    def __init__(self, in_channels: int, channels: int, config: VisionConfig, instructable: bool = True):
+        super().__init__()
+        self.conv = NativeConv(in_channels, channels)
+        self.mix = LatentMixing(channels, config.phi_dim) if instructable else nn.Conv3d(channels, channels, 1)
+        self.streams = StreamAttention(channels, config.attention_dim) if instructable else nn.Identity()
+        self.norm = nn.GroupNorm(max(channels // 4, 1), channels)
+        self.instructable = instructable
+
+    def forward(self, x: torch.Tensor, phi: torch.Tensor, thick: tuple[bool, bool, bool]) -> torch.Tensor:
+        x = self.conv(x, thick)
+        x = self.mix(x, phi) if self.instructable else self.mix(x)
+        return F.silu(self.norm(self.streams(x)))
+
+
+@dataclass
+class Encoded:
+    """m_enc's output for S scans of one subject: features per level (for m_gen), the spacing of each
+    level, and one embedding epsilon_v per scan for the agent to read."""
+
+    skips: list[torch.Tensor]  # level -> (S, c, X, Y, Z)
+    spacings: list[tuple[float, float, float]]
+    embeddings: torch.Tensor  # (S, d)
+
+
+class VisionNetworks(nn.Module):
+    def __init__(self, config: VisionConfig, agent_hidden: int, instructable: bool = True):
+        super().__init__()
+        self.config = config
+        channels = [config.first_channels] + [config.channels] * (config.levels - 1)
+        self.channels = channels
+        self.encoder = nn.ModuleList(Level(1 if i == 0 else channels[i - 1], channels[i], config, instructable)
+                                     for i in range(config.levels))
+        self.generator = nn.ModuleList(Level(channels[i + 1] + channels[i], channels[i], config, instructable)
+                                       for i in range(config.levels - 1))
+        self.head = nn.Conv3d(channels[0], 1, 1)
+        self.to_agent = nn.Linear(channels[-1], agent_hidden)  # interpretable encodings epsilon_v
+        self.modality = nn.Embedding(len(MODALITIES) + 1, config.phi_dim)  # the last row: unknown modality
+
+    def modality_ids(self, modalities: list[str]) -> torch.Tensor:
+        ids = [MODALITIES.index(m) if m in MODALITIES else len(MODALITIES) for m in modalities]
+        return torch.tensor(ids, device=self.head.weight.device)
+
+    def encode(self, images: torch.Tensor, spacing_mm: tuple[float, float, float], modalities: list[str],
+               phi: torch.Tensor | None = None) -> Encoded:
+        """m_enc: images (S, 1, X, Y, Z) of one subject on one grid -> Encoded. `phi` (phi_dim) steers
+        every stream when the config lets the agent steer the encoder."""
+        stream_phi = self.modality(self.modality_ids(modalities))
+        if self.config.encoder_latent and phi is not None:
+            stream_phi = stream_phi + phi
+        skips, spacings = [], []
+        x, spacing = images, tuple(float(s) for s in spacing_mm)
+        for number, level in enumerate(self.encoder):
+            if number > 0:
+                thick = thick_axes(spacing)
+                kernel = tuple(1 if t else 2 for t in thick)
+                x = F.max_pool3d(x, kernel, kernel, ceil_mode=True)
+                spacing = tuple(s * k for s, k in zip(spacing, kernel))
+            x = level(x, stream_phi, thick_axes(spacing))
+            skips.append(x)
+            spacings.append(spacing)
+        embeddings = self.to_agent(torch.amax(x, dim=(2, 3, 4)))
+        return Encoded(skips, spacings, embeddings)
+
+    def generate(self, encoded: Encoded, phi: torch.Tensor, modalities: list[str]) -> torch.Tensor:
+        """m_gen: logits (X, Y, Z) of the target phi names, on the grid of the encoded scans."""
+        stream_phi = self.modality(self.modality_ids(modalities)) + phi
+        x = encoded.skips[-1]
+        for number in range(self.config.levels - 2, -1, -1):
+            skip = encoded.skips[number]
+            x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            x = self.generator[number](torch.cat([x, skip], dim=1), stream_phi, thick_axes(encoded.spacings[number]))
+        return self.head(x).mean(dim=0)[0]  # streams agree on one segmentation

@@ -1,0 +1,365 @@
+"""Training (paper §3.2): sample a task, a prompt and a subject, run the ground-truth program with
+teacher forcing, and minimise cross-entropy of the code plus lambda times the soft Dice loss of the
+segmentations the vision networks generate along the way.
+
+Each step takes a batch of text-only episodes (the code of any task, cheap) and, every
+`imaged_every` steps, one episode on a synthetic subject drawn in a background process (or on the
+lab's own labelled scans, later), cropped around the head. Adam; the learning rate halves when the
+validation loss stops improving, and training stops early when it has halved enough. Everything
+needed to resume is saved as safetensors and JSON in `<out>/latest/`; the best model by validation
+is kept in `<out>/best/`; every step is a row of `<out>/log.csv`.
+
+Several processes (`torchrun --nproc_per_node N -m voxelprompt train ...`) train one model with
+DistributedDataParallel: gloo on CPU, NCCL on GPUs; each process draws its own examples.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, IterableDataset
+
+from voxelprompt.io import atomic_output, write_text
+from voxelprompt.model import episode as episodes
+from voxelprompt.model.config import PRESETS
+from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.model.objective import Objective
+from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
+from voxelprompt.tasks.catalogue import catalogue
+from voxelprompt.tasks.sampling import example_for
+from voxelprompt.tasks.subjects import TaskSubject, synthesize
+from voxelprompt.tasks.values import NoValue
+
+LOG_COLUMNS = ("step", "seconds", "learning_rate", "loss", "code_loss", "token_accuracy", "dice", "validation_loss",
+               "validation_token_accuracy", "validation_dice")
+VALIDATION_SEED = 1_000_003  # never used for training examples
+
+
+@dataclass
+class Settings:
+    out: str
+    preset: str = "cpu"
+    steps: int = 20000
+    seed: int = 0
+    learning_rate: float = 1e-4
+    accumulate: int = 1  # gradient accumulation: optimiser steps every N batches
+    text_batch: int = 8
+    imaged_every: int = 1  # an episode with images every N steps (0: text only)
+    max_segmentations: int = 2  # generator passes per imaged episode
+    dice_weight: float = 0.1  # lambda of Eq. 2
+    spacing_mm: float = 2.0
+    crop_voxels: tuple[int, int, int] = (48, 56, 48)  # largest input to the vision networks in training
+    max_contrasts: int = 2  # scans per synthetic subject (streams cost time: attention across them)
+    episodes_per_subject: int = 4
+    validate_every: int = 250
+    validation_text: int = 64
+    validation_imaged: int = 4
+    patience: int = 4  # validations without improvement before the learning rate halves
+    halvings: int = 5  # stop early after this many halvings
+    checkpoint_every: int = 50
+    tokenizer_episodes: int = 4000
+    vocab_size: int = 2048
+    device: str = "auto"
+    threads: int = 0  # torch threads (0: torch's default)
+
+
+@dataclass
+class State:
+    step: int = 0
+    learning_rate: float = 0.0
+    best_validation: float = math.inf
+    stale_validations: int = 0
+    halvings: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def device_for(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_tokenizer(settings: Settings) -> Tokenizer:
+    """A BPE over the texts of text-only episodes of every task (seeded: the same settings give the
+    same tokenizer)."""
+    rng = np.random.default_rng([settings.seed, 17])
+    tasks = list(catalogue().values())
+    texts = []
+    for number in range(settings.tokenizer_episodes):
+        prompt, scans, steps, feedback = episodes.sample_text(tasks[number % len(tasks)], rng)
+        texts += [text_of(episodes.prefix_pieces(prompt, scans)), *map(mark_vision_calls, steps), *map(text_of, feedback)]
+    return train_tokenizer(texts, settings.vocab_size)
+
+
+class ImagedEpisodes(IterableDataset):
+    """Endless episodes on synthetic subjects: one subject per `episodes_per_subject` episodes, each of
+    a task the subject allows, cropped around the head (drawn in a worker process)."""
+
+    def __init__(self, tokenizer_json: str, seed: list[int], spacing_mm: float, crop: tuple[int, int, int],
+                 per_subject: int, max_contrasts: int = 2):
+        self.tokenizer_json, self.seed, self.spacing_mm, self.crop, self.per_subject, self.max_contrasts = (
+            tokenizer_json, seed, spacing_mm, crop, per_subject, max_contrasts)
+
+    def __iter__(self):
+        tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        rng = np.random.default_rng(self.seed)
+        tasks = list(catalogue().values())
+        while True:
+            first = tasks[int(rng.integers(len(tasks)))]
+            subject = synthesize(first.requirements, rng, self.spacing_mm, max_contrasts=self.max_contrasts)
+            made = 0
+            for attempt in range(4 * self.per_subject):
+                if made == self.per_subject:
+                    break
+                task = first if attempt == 0 else tasks[int(rng.integers(len(tasks)))]
+                if not set(task.requirements.contrasts) <= set(subject.contrasts):
+                    continue
+                view = subject if task.requirements.sessions > 1 else TaskSubject(subject.sessions[:1])
+                if len(view.sessions) != task.requirements.sessions:
+                    continue
+                try:
+                    example = example_for(task, view, rng)
+                except NoValue:
+                    continue
+                episode = episodes.from_execution(tokenizer, example.prompt, example.program, view)
+                episode = cropped(episode, view.sessions[0].synthetic.label_map.array > 0, self.crop, rng)
+                yield gamma_distorted(episode, rng)
+                made += 1
+
+
+def cropped(episode: episodes.Episode, head: np.ndarray, crop: tuple[int, int, int],
+            rng: np.random.Generator) -> episodes.Episode:
+    """The episode's scans and masks cut to at most `crop` voxels of the `head` mask's bounding box;
+    where the head is larger, at a random place around one of the segmentation targets."""
+    inside = np.argwhere(head)
+    low, high = inside.min(axis=0), inside.max(axis=0) + 1
+    size = np.minimum(np.asarray(crop), high - low)
+    targets = [np.argwhere(c.truth.array > 0).mean(axis=0) for c in episode.calls
+               if c.kind == "segment" and c.truth.array.any()]
+    centre = targets[int(rng.integers(len(targets)))] if targets else (low + high) / 2
+    start = np.clip(np.round(centre - size / 2 + rng.integers(-8, 9, 3)).astype(int), low, high - size)
+    box = (tuple(int(v) for v in start), tuple(int(v) for v in start + size))
+    for call in episode.calls:
+        if call.kind == "encode":
+            call.scans = tuple(replace(s, volume=s.volume.cropped(*box)) for s in call.scans)
+        elif call.truth is not None:
+            call.truth = call.truth.cropped(*box)
+    return episode
+
+
+def gamma_distorted(episode: episodes.Episode, rng: np.random.Generator, log_sigma: float = 0.25) -> episodes.Episode:
+    """Exponential intensity scaling (paper §4.3): each MRI scan becomes top * (x / top)^gamma with a
+    log-normal gamma, on top of the synthesis' own random contrasts. CT and ADC keep their physical
+    units, which the networks are meant to rely on."""
+    for call in episode.calls:
+        if call.kind != "encode":
+            continue
+        scans = []
+        for scan in call.scans:
+            if scan.modality not in ("CT", "ADC"):
+                values = scan.volume.array
+                top = float(np.percentile(values, 99.5)) or 1.0
+                gamma = float(np.exp(rng.normal(0.0, log_sigma)))
+                scan = replace(scan, volume=scan.volume.with_array((top * np.clip(values / top, 0, None) ** gamma)
+                                                                   .astype(np.float32)))
+            scans.append(scan)
+        call.scans = tuple(scans)
+    return episode
+
+
+def train(settings: Settings) -> Path:
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device = device_for(settings.device)
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        rank = 0
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    out = Path(settings.out)
+    latest, best = out / "latest", out / "best"
+    state = State(learning_rate=settings.learning_rate)
+    if (latest / "training_state.json").is_file():
+        model = VoxelPromptModel.from_pretrained(latest, device)
+        saved = json.loads((latest / "training_state.json").read_text())
+        state = State(**saved["state"])
+    else:
+        torch.manual_seed(settings.seed)
+        model = VoxelPromptModel(PRESETS[settings.preset], build_tokenizer(settings)).to(device)
+    tokenizer = model.tokenizer
+    objective = Objective(model, settings.dice_weight, settings.max_segmentations)
+    trained = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True) if distributed else objective
+    optimiser = torch.optim.Adam(model.parameters(), lr=state.learning_rate)
+    if (latest / "optimiser.safetensors").is_file():
+        _load_optimiser(optimiser, model, latest / "optimiser.safetensors", state.learning_rate)
+
+    rng = np.random.default_rng([settings.seed, rank, state.step])
+    tasks = list(catalogue().values())
+    imaged = None
+    if settings.imaged_every:
+        dataset = ImagedEpisodes(tokenizer.to_str(), [settings.seed, rank, state.step, 1], settings.spacing_mm,
+                                 settings.crop_voxels, settings.episodes_per_subject, settings.max_contrasts)
+        imaged = iter(DataLoader(dataset, batch_size=None, num_workers=1, collate_fn=lambda x: x,
+                                 persistent_workers=True, prefetch_factor=4))
+    validation = _validation_set(tokenizer, settings, tasks) if rank == 0 else None
+    log = out / "log.csv"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not log.exists():
+            write_text(log, ",".join(LOG_COLUMNS) + "\n")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _nothing()
+    started = time.perf_counter() - state.seconds
+    while state.step < settings.steps and state.halvings <= settings.halvings:
+        trained.train()
+        text = [episodes.text_only(tokenizer, tasks[int(rng.integers(len(tasks)))], rng)
+                for _ in range(settings.text_batch)]
+        with_images = next(imaged) if imaged is not None and state.step % settings.imaged_every == 0 else None
+        with autocast:
+            losses = trained(text, with_images, rng)
+        (losses.total / settings.accumulate).backward()
+        if (state.step + 1) % settings.accumulate == 0:
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+        state.step += 1
+        state.seconds = time.perf_counter() - started
+        row = {"step": state.step, "seconds": round(state.seconds, 1), "learning_rate": state.learning_rate,
+               "loss": round(float(losses.total.detach()), 5), "code_loss": round(losses.code, 5),
+               "token_accuracy": round(losses.correct / max(losses.tokens, 1), 5),
+               "dice": "" if losses.dice is None else round(losses.dice, 5)}
+        if rank == 0 and validation is not None and state.step % settings.validate_every == 0:
+            row |= _validate(objective, validation, autocast)
+            _plateau(state, settings, optimiser, row["validation_loss"], model, best)
+        if rank == 0:
+            _append(log, row)
+            _progress(row, settings.steps)
+            if state.step % settings.checkpoint_every == 0 or state.step == settings.steps:
+                _save(model, optimiser, state, settings, latest)
+    if rank == 0:
+        _save(model, optimiser, state, settings, latest)
+        if not best.exists():
+            model.save_pretrained(best, card=model_card(settings, state))
+        print(file=sys.stderr)
+    if distributed:
+        dist.destroy_process_group()
+    return best
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+def _validation_set(tokenizer: Tokenizer, settings: Settings, tasks) -> dict:
+    rng = np.random.default_rng(VALIDATION_SEED)
+    text = [episodes.text_only(tokenizer, tasks[n % len(tasks)], rng) for n in range(settings.validation_text)]
+    dataset = ImagedEpisodes(tokenizer.to_str(), [VALIDATION_SEED], settings.spacing_mm, settings.crop_voxels, 1,
+                             settings.max_contrasts)
+    imaged = [episode for episode, _ in zip(iter(dataset), range(settings.validation_imaged))]
+    return {"text": text, "imaged": imaged}
+
+
+@torch.no_grad()
+def _validate(objective: Objective, validation: dict, autocast) -> dict:
+    objective.eval()
+    rng = np.random.default_rng(0)
+    with autocast:
+        text = [objective(validation["text"][i:i + 16], None, rng) for i in range(0, len(validation["text"]), 16)]
+        imaged = [objective([], e, rng) for e in validation["imaged"]]
+    tokens = sum(l.tokens for l in text + imaged)
+    code = sum(l.code * l.tokens for l in text + imaged) / tokens
+    dice = [l.dice for l in imaged if l.dice is not None]
+    mean_dice = float(np.mean(dice)) if dice else 0.0
+    loss = code + objective.dice_weight * (1 - mean_dice)
+    return {"validation_loss": round(loss, 5), "validation_token_accuracy": round(sum(l.correct for l in text + imaged) / tokens, 5),
+            "validation_dice": round(mean_dice, 5)}
+
+
+def _plateau(state: State, settings: Settings, optimiser, loss: float, model: VoxelPromptModel, best: Path) -> None:
+    """Keep the best model; halve the learning rate after `patience` validations without improvement."""
+    if loss < state.best_validation:
+        state.best_validation, state.stale_validations = loss, 0
+        model.save_pretrained(best, card=model_card(settings, state))
+        return
+    state.stale_validations += 1
+    if state.stale_validations >= settings.patience:
+        state.learning_rate /= 2
+        state.halvings += 1
+        state.stale_validations = 0
+        for group in optimiser.param_groups:
+            group["lr"] = state.learning_rate
+
+
+def _save(model: VoxelPromptModel, optimiser, state: State, settings: Settings, latest: Path) -> None:
+    model.save_pretrained(latest, card=model_card(settings, state))
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors = {}
+    for group in optimiser.param_groups:
+        for parameter in group["params"]:
+            for key, value in optimiser.state.get(parameter, {}).items():
+                tensors[f"{names[id(parameter)]}::{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    with atomic_output(latest / "optimiser.safetensors") as temporary:
+        save_file(tensors, str(temporary))
+    write_text(latest / "training_state.json", json.dumps({"settings": asdict(settings), "state": asdict(state)}, indent=1))
+
+
+def _load_optimiser(optimiser, model: VoxelPromptModel, path: Path, learning_rate: float) -> None:
+    saved = load_file(str(path), device=str(model.device))
+    parameters = dict(model.named_parameters())
+    for key, value in saved.items():
+        name, field_name = key.split("::")
+        optimiser.state[parameters[name]][field_name] = value if field_name != "step" else value.cpu()
+    for group in optimiser.param_groups:
+        group["lr"] = learning_rate
+
+
+def _append(log: Path, row: dict) -> None:
+    with log.open("a", newline="") as handle:
+        csv.DictWriter(handle, LOG_COLUMNS).writerow({k: row.get(k, "") for k in LOG_COLUMNS})
+
+
+def _progress(row: dict, steps: int) -> None:
+    """One status line, rewritten in place on a terminal (a line per 50 steps in a log file)."""
+    width = 30
+    done = int(width * row["step"] / steps)
+    text = (f"[{'#' * done}{'.' * (width - done)}] step {row['step']}/{steps} loss {row['loss']:.3f} "
+            f"code {row['code_loss']:.3f} acc {row['token_accuracy']:.3f} dice {row['dice'] or '-'} "
+            f"{row['seconds'] / max(row['step'], 1):.2f} s/step")
+    if sys.stderr.isatty():
+        print("\r" + text, end="", file=sys.stderr, flush=True)
+    elif row["step"] % 50 == 0 or "validation_loss" in row:
+        print(text + (f" | validation {row['validation_loss']:.4f} dice {row['validation_dice']:.3f}"
+                      if "validation_loss" in row else ""), file=sys.stderr, flush=True)
+
+
+def model_card(settings: Settings, state: State) -> str:
+    return "\n".join([
+        f"# VoxelPrompt model ({settings.preset})",
+        "",
+        "Trained by `voxelprompt train` (voxelprompt/train.py) from random weights on synthetic subjects",
+        "(voxelprompt/synth) and the task catalogue (voxelprompt/data/tasks).",
+        "",
+        f"- steps: {state.step}; seconds: {state.seconds:.0f}; learning rate now {state.learning_rate:g}",
+        f"- best validation loss: {state.best_validation:.4f}",
+        f"- settings: `{json.dumps(asdict(settings))}`",
+        f"- hardware: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}",
+        "",
+    ])
