@@ -15,6 +15,7 @@ DistributedDataParallel: gloo on CPU, NCCL on GPUs; each process draws its own e
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -223,7 +224,7 @@ def train(settings: Settings) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         if not log.exists():
             write_text(log, ",".join(LOG_COLUMNS) + "\n")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _nothing()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     started = time.perf_counter() - state.seconds
     while state.step < settings.steps and state.halvings <= settings.halvings:
         trained.train()
@@ -258,14 +259,6 @@ def train(settings: Settings) -> Path:
     if distributed:
         dist.destroy_process_group()
     return best
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
 
 
 def _validation_set(tokenizer: Tokenizer, settings: Settings, tasks) -> dict:
