@@ -73,11 +73,10 @@ def _score(scores: Scores, example, truth, result, seconds: float) -> None:
     scores.finished += result.ok
     kind = example.task.answer["kind"]
     expected = truth.library
-    if kind in ("mask", "image"):
+    if kind == "mask":  # images (masked, removed, cropped) follow from their masks: not scored twice
         for name, mask in expected.outputs.items():
             produced = result.outputs.get(name)
-            if kind == "mask":
-                scores.dice.append(dice(produced.array, mask.array) if produced is not None and produced.shape == mask.shape else 0.0)
+            scores.dice.append(dice(produced.array, mask.array) if produced is not None and produced.shape == mask.shape else 0.0)
     elif kind == "number":
         produced = {m.name: m.value for m in result.metrics}
         for metric in expected.metrics:
@@ -85,5 +84,5 @@ def _score(scores: Scores, example, truth, result, seconds: float) -> None:
                 scores.relative_error.append(abs(produced[metric.name] - metric.value) / abs(metric.value))
             else:
                 scores.relative_error.append(1.0)
-    else:
+    elif kind == "choice":
         scores.answer_exact.append(bool(result.responses) and result.responses[-1] == expected.responses[-1])

@@ -94,8 +94,8 @@ class Objective(nn.Module):
         model = self.model
         device = model.device
         ids = torch.tensor(episode.ids, device=device)[None]
-        mods = [i for i, t in enumerate(episode.ids) if t == model.special[tokens.MOD]]
-        slots = [i for i, t in enumerate(episode.ids) if t == model.special[tokens.ENC]]
+        mods = episode.positions(model.tokenizer, tokens.MOD)
+        slots = episode.positions(model.tokenizer, tokens.ENC)
         if len(mods) != len(episode.calls) or len(slots) != len(episode.slots):
             raise ValueError("the episode's <MOD> marks or <ENC> slots do not match its vision calls")
         # Pass A, up to the first encoding slot: the phi of every encode call (causal attention makes
