@@ -135,10 +135,9 @@ def allowed(kind: str, subject: TaskSubject) -> list[str]:
         present = sorted({lesion.lesion_class for lesion in subject.sessions[0].synthetic.lesions})
         return [f"all {vocabulary()['lesions'][c]['plural'][0]}" for c in present] + ([ALL_LESIONS] if present else [])
     if kind == "tumour_part":
-        has_tumour = any(l.lesion_class == "tumour" for l in subject.sessions[0].synthetic.lesions)
-        parts = subject.sessions[0].synthetic.lesions
-        names = {c.name for l in parts if l.lesion_class == "tumour" for c in l.components}
-        return [part for part in vocabulary()["tumour_parts"] if has_tumour and _part_present(part, names)]
+        lesions = subject.sessions[0].synthetic.lesions
+        components = {c.name for l in lesions if l.lesion_class == "tumour" for c in l.components}
+        return [part for part in vocabulary()["tumour_parts"] if _part_present(part, components)]
     if kind == "contrast":
         return list(subject.contrasts)
     if kind == "mri_contrast":
