@@ -4,17 +4,23 @@ the same channels (no latent mixing, no stream interaction), measured in the sam
 
     python benchmarks/model.py --model runs/cpu/best [--repeats 3]
 
-Each figure is the median of `--repeats` runs in this process; peak memory is the process's
-maximum resident set size after each part (it only grows, so later parts report at least the
-earlier peaks).
+Each figure is the median of `--repeats` runs; peak memory is the maximum resident set size of the
+process. Training shares this process (its peak includes the model and the examples); each
+inference setting runs in a process of its own, so that its peak is its own: a volume prompt on two
+scans of a head cropped to the cranial cavity with a 10 mm margin, at 2 mm and at 1 mm, the latter
+both on the model's working grid (`working_spacing_mm`) and at the scans' own 1 mm.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -24,6 +30,7 @@ from voxelprompt.model import episode as episodes
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.objective import Objective
 from voxelprompt.model.vision import VisionNetworks
+from voxelprompt.preprocess import crop_box, head_mask
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import sample_example
 from voxelprompt.train import ImagedEpisodes
@@ -46,7 +53,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--inference-at", type=float, help=argparse.SUPPRESS)  # one inference setting (internal)
+    parser.add_argument("--working-spacing", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.inference_at:
+        print(json.dumps(inference(args.model, args.inference_at, args.working_spacing, args.repeats)))
+        return
     model = VoxelPromptModel.from_pretrained(args.model)
     rng = np.random.default_rng(7)
     tasks = list(catalogue().values())
@@ -81,14 +93,29 @@ def main() -> None:
     print(f"training step: text only {text_s:.2f} s, with images {imaged_s:.2f} s, "
           f"alternating {2 / (text_s + imaged_s):.2f} steps/s; peak {peak_mib():.0f} MiB")
 
-    # Inference per prompt at 2 mm and 1 mm (the whole agent loop, volume prompt).
+    # Inference per prompt, each setting in a process of its own.
+    for spacing, working in ((2.0, None), (1.0, None), (1.0, 0.0)):
+        command = [sys.executable, __file__, "--model", args.model, "--repeats", str(args.repeats),
+                   "--inference-at", str(spacing)] + ([] if working is None else ["--working-spacing", str(working)])
+        measured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        grid = "the model's working grid" if working is None else "the scans' own grid"
+        print(f"inference, volume prompt at {spacing:g} mm on {grid} ({measured['shape']}, {measured['scans']} scans): "
+              f"{measured['seconds']:.2f} s per prompt; peak {measured['peak_mib']:.0f} MiB")
+
+
+def inference(model_dir: str, spacing_mm: float, working_spacing_mm: float | None, repeats: int) -> dict:
+    """One setting of the inference benchmark (run in a process of its own by `main`)."""
+    model = VoxelPromptModel.from_pretrained(model_dir)
+    if working_spacing_mm is not None:
+        model.config = replace(model.config, vision=replace(model.config.vision, working_spacing_mm=working_spacing_mm))
+    example = sample_example(np.random.default_rng([3, int(spacing_mm)]), "volume", spacing_mm)
+    scans = example.subject.scans[:2]
+    start, stop = crop_box(head_mask(scans[0].volume, scans[0].modality), scans[0].volume.spacing_mm, 10.0)
+    scans = [replace(s, volume=s.volume.cropped(tuple(start), tuple(stop))) for s in scans]
     agent = Agent(model)
-    for spacing in (2.0, 1.0):
-        example = sample_example(np.random.default_rng([3, int(spacing)]), "volume", spacing)
-        shape = example.subject.scans[0].volume.shape
-        seconds = median_seconds(lambda: agent.run(example.prompt, example.subject.scans), args.repeats)
-        print(f"inference, volume prompt at {spacing:g} mm ({shape}, {len(example.subject.scans)} scans): "
-              f"{seconds:.2f} s per prompt; peak {peak_mib():.0f} MiB")
+    seconds = median_seconds(lambda: agent.run(example.prompt, scans), repeats)
+    return {"shape": list(scans[0].volume.shape), "scans": len(scans), "seconds": round(seconds, 2),
+            "peak_mib": round(peak_mib())}
 
 
 if __name__ == "__main__":

@@ -147,6 +147,21 @@ def test_scripted_program_runs(tokenizer, scans, monkeypatch):
     assert encodes[0][0][0].shape == (2, 1, *SHAPE) and encodes[0][0][1] == (4.0, 4.0, 4.0)
 
 
+def test_a_failed_step_withdraws_what_it_reported(tokenizer, scans, monkeypatch):
+    """The agent retries a step that failed half-way: its first report must not stay in the results."""
+    model = _model(tokenizer)
+    failing = ('b = segment(e, "brain")\nreport("volume of the brain", volume_mm3(b), "mm3")\noutput(b, "brain")\n'
+               'respond("done")\nnot_a_function()')
+    queue = _script(model, [PROGRAM[0], failing, PROGRAM[1]])
+    _follow(monkeypatch, model, queue)
+    result = Agent(model).run("how large is the brain?", scans)
+    assert queue == [] and result.ok
+    assert [m.name for m in result.metrics] == ["volume of the brain"]
+    assert len(result.responses) == 1 and result.responses[0].startswith("volume of the brain: ")
+    assert list(result.outputs) == ["ventricle"]
+    assert [m.step for m in result.metrics] == [2]
+
+
 def test_encodings_fill_the_slots_and_the_cache_matches_a_full_pass(tokenizer, scans, monkeypatch):
     """What the agent computes token by token with its key-value cache equals one pass over the whole
     sequence, and each <ENC> slot of the feedback holds its scan's encoding."""
@@ -256,7 +271,7 @@ def test_cache_never_answers_for_another_scan(tokenizer):
     cache[(id(second),)] = stale  # what an address reused by `second` would look like
     vision.latents = [torch.zeros(TEST.vision.phi_dim)]
     encoding = vision.encode([second])
-    assert tuple(encoding.features.skips[0].shape[2:]) == (12, 12, 12)
+    assert tuple(encoding.features.encoded.skips[0].shape[2:]) == (12, 12, 12)
 
 
 def test_special_token_text_in_feedback_does_not_shift_encodings(tokenizer, scans, monkeypatch):
@@ -279,3 +294,21 @@ def test_special_token_text_in_feedback_does_not_shift_encodings(tokenizer, scan
     start = next(i for i in range(len(ids)) if ids[i: i + len(encoding_text)] == encoding_text)
     # the scans' slots are the <ENC> tokens just before "encoding of T1w (01), FLAIR (01)"
     assert sorted(spliced) == list(range(start - len(scans), start))
+
+
+def test_scans_finer_than_the_working_spacing_are_encoded_coarser_and_masks_come_back_on_their_grid(tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    config = replace(TEST, vision=replace(TEST.vision, working_spacing_mm=2.0))
+    model = VoxelPromptModel(config, tokenizer).eval()
+    encodes = _record(monkeypatch, model.vision, "encode")
+    fine = Scan(Volume(np.random.default_rng(3).uniform(0, 1, (24, 20, 6)).astype(np.float32),
+                       np.diag([1.0, 1.0, 5.0, 1.0])), "T1w", "01", "2024-03-02")
+    vision = ModelVision(model)
+    vision.latents = [torch.zeros(TEST.vision.phi_dim), torch.zeros(TEST.vision.phi_dim)]
+    with torch.no_grad():
+        encoding = vision.encode([fine])
+        mask = vision.segment(encoding, "brain")
+    (images, spacing, *_), _, _ = encodes[0]
+    assert tuple(images.shape[2:]) == (12, 10, 6) and tuple(spacing) == (2.0, 2.0, 5.0)  # thick slices stay
+    assert mask.grid.is_same(fine.volume.grid) and mask.array.dtype == np.uint8
+    assert set(np.unique(mask.array)) <= {0, 1}

@@ -21,8 +21,11 @@ from voxelprompt.model.config import PRESETS, ModelConfig
 from voxelprompt.model.episode import SketchVision, _run, build, prefix_pieces, sample_text, text_only
 from voxelprompt.model.joint import CheckpointError, VoxelPromptModel
 from voxelprompt.model.tokens import ids_of, mark_vision_calls, text_of, unmark
+from voxelprompt.model import vision as vision_module
+from voxelprompt.model.inputs import working_grid
 from voxelprompt.model.vision import NativeConv, StreamAttention, VisionNetworks, thick_axes
 from voxelprompt.tasks.catalogue import catalogue
+from voxelprompt.volume import Grid
 
 PACKAGE = Path(__file__).resolve().parents[1] / "voxelprompt"
 TEST = PRESETS["test"]
@@ -140,6 +143,41 @@ def test_stream_attention_is_equation_1(streams):
         module.qkv.weight.mul_(3)  # sharper softmax than at initialisation
         a = torch.randn(streams, 6, 3, 4, 2)
         torch.testing.assert_close(module(a), _stream_attention_reference(module, a), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_stream_attention_in_slabs_without_gradients_is_the_same(monkeypatch, streams):
+    """At inference the attention runs slab by slab to bound memory; the result must not change."""
+    torch.manual_seed(streams)
+    module = StreamAttention(6, 4)
+    a = torch.randn(streams, 6, 7, 5, 3)
+    with torch.no_grad():
+        whole = module(a)
+        monkeypatch.setattr(vision_module, "SLAB_VOXELS", 2 * 5 * 3)  # slabs of two planes (the last one single)
+        slabbed = module(a)
+    torch.testing.assert_close(slabbed, whole, atol=1e-6, rtol=1e-6)
+    with torch.enable_grad():  # training keeps one graph over the whole volume
+        assert module(a.requires_grad_()).grad_fn is not None
+
+
+@pytest.mark.parametrize("thick", [(False, False, False), (False, False, True)])
+def test_native_conv_of_parts_is_the_conv_of_their_concatenation(thick):
+    torch.manual_seed(4)
+    conv = NativeConv(5, 3)
+    parts = [torch.randn(2, 3, 6, 5, 4), torch.randn(2, 2, 6, 5, 4)]
+    torch.testing.assert_close(conv(parts, thick), conv(torch.cat(parts, dim=1), thick), atol=1e-5, rtol=1e-5)
+    # and gradients still reach every part and the weights
+    parts = [p.requires_grad_() for p in parts]
+    conv(parts, thick).sum().backward()
+    assert all(p.grad is not None for p in parts) and conv.weight.grad is not None
+
+
+def test_working_grid_coarsens_fine_axes_only():
+    fine = Grid((180, 216, 36), np.diag([1.0, 1.0, 5.0, 1.0]))
+    grid = working_grid(fine, 2.0)
+    np.testing.assert_allclose(grid.spacing_mm, [2.0, 2.0, 5.0])
+    assert grid.shape == (90, 108, 36)
+    assert working_grid(fine, 0.0) is fine and working_grid(grid, 2.0) is grid
 
 
 def test_stream_permutation(vision):

@@ -194,11 +194,11 @@ def test_anatomy_holds_every_base_label_and_nothing_else(label_map):
     assert present - expected == set(), f"unknown values {sorted(present - expected)}"
 
 
-def test_anatomy_lateral_labels_lie_on_their_side_of_the_midline(label_map):
+def _labels_off_their_side(label_map: Volume) -> dict[str, float]:
+    """Sided labels with at most 95 % of their off-midline voxels on their own side (RAS x)."""
     x_mm = np.broadcast_to(world_axis_mm(label_map, 0), label_map.shape)
     ids = label_map.array.ravel()
     x = x_mm.ravel()
-    counts = np.bincount(ids, minlength=5000)
     on_left = np.bincount(ids, weights=x < 0, minlength=5000)
     on_right = np.bincount(ids, weights=x > 0, minlength=5000)
     wrong = {}
@@ -210,6 +210,11 @@ def test_anatomy_lateral_labels_lie_on_their_side_of_the_midline(label_map):
         fraction = (on_left if label.hemisphere == "left" else on_right)[label.id] / off_midline
         if fraction <= 0.95:
             wrong[label.name] = round(float(fraction), 3)
+    return wrong
+
+
+def test_anatomy_lateral_labels_lie_on_their_side_of_the_midline(label_map):
+    wrong = _labels_off_their_side(label_map)
     assert wrong == {}, f"fraction of off-midline voxels on the labelled side (RAS x) <= 0.95: {wrong}"
 
 
@@ -287,6 +292,20 @@ def test_deform_keeps_structure_volumes_within_40_percent(label_map_2mm, deforme
     assert len(ratios) > 100
     outside = {name: ratio for name, ratio in ratios.items() if not 0.6 <= ratio <= 1.4}
     assert outside == {}, f"seed {seed}: volume ratio after/before outside [0.6, 1.4]: {outside}"
+
+
+def test_mirrored_anatomy_is_the_flip_with_sides_swapped(label_map_2mm):
+    mirrored = spatial.mirrored(label_map_2mm)
+    assert mirrored.grid.is_same(label_map_2mm.grid)
+    assert _labels_off_their_side(mirrored) == {}, "sided labels must stay on their own side after the flip"
+    left, right = labels.label_by_name("left hippocampus").id, labels.label_by_name("right hippocampus").id
+    assert np.array_equal(mirrored.array == left, np.flip(label_map_2mm.array == right, axis=0))
+    brainstem = labels.label_by_name("brainstem").id
+    assert np.array_equal(mirrored.array == brainstem, np.flip(label_map_2mm.array == brainstem, axis=0))
+    counts = np.bincount(label_map_2mm.array.ravel(), minlength=5000)
+    mirrored_counts = np.bincount(mirrored.array.ravel(), minlength=5000)
+    assert mirrored_counts[left] == counts[right] and mirrored_counts[right] == counts[left]
+    assert np.array_equal(spatial.mirrored(mirrored).array, label_map_2mm.array)
 
 
 def test_deform_is_reproducible_per_seed(label_map_2mm, deformed):

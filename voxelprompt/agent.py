@@ -5,6 +5,8 @@ Decoding is greedy with a key-value cache, so the same model, prompt and scans a
 program. Each `<MOD>` the agent writes yields the latent features of the vision call it follows;
 `ModelVision` hands them to the networks in the order the calls run. Without encoder steering (the
 `cpu` preset) a subject's encoding depends only on its scans, and is computed once for all prompts.
+Scans finer than the model's working spacing are encoded on a coarser grid (`inputs.working_grid`),
+and each segmentation comes back on the grid of the scans it was asked of.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import torch
 
 from voxelprompt.model import tokens
 from voxelprompt.model.episode import feedback_pieces, prefix_pieces
-from voxelprompt.model.inputs import stacked
+from voxelprompt.model.inputs import on_working_grid, stacked, working_grid
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.vision import Encoded
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library, Metric
 from voxelprompt.runtime.measures import MeasureError, Scan
 from voxelprompt.runtime.vision import Encoding
-from voxelprompt.volume import Volume
+from voxelprompt.volume import Grid, Volume
 
 MAX_STEPS = 8
 MAX_STEP_TOKENS = 512
@@ -50,6 +52,18 @@ class Result:
         return "\n".join(self.steps)
 
 
+@dataclass
+class Features:
+    """What the networks keep of encoded scans: m_enc's output and the grid it lies on."""
+
+    encoded: Encoded
+    grid: Grid
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        return self.encoded.embeddings
+
+
 class ModelVision:
     """The trained networks behind the library's `encode` and `segment`."""
 
@@ -65,8 +79,9 @@ class ModelVision:
         key = tuple(id(s) for s in scans)
         cached = self.cache.get(key)
         if self.model.config.vision.encoder_latent or cached is None or any(a is not b for a, b in zip(cached[0], scans)):
-            images = stacked(list(scans), self.model.device)
-            encoded = self.model.vision.encode(images, tuple(scans[0].volume.spacing_mm), modalities, phi)
+            grid = working_grid(scans[0].volume.grid, self.model.config.vision.working_spacing_mm)
+            images = stacked(on_working_grid(scans, grid), self.model.device)
+            encoded = Features(self.model.vision.encode(images, tuple(grid.spacing_mm), modalities, phi), grid)
             if not self.model.config.vision.encoder_latent:
                 self.cache[key] = (tuple(scans), encoded)
         else:
@@ -75,10 +90,13 @@ class ModelVision:
 
     def segment(self, encoding: Encoding, target: str) -> Volume:
         phi = self._next_latent()
-        features: Encoded = encoding.features
-        logits = self.model.vision.generate(features, phi, [s.modality for s in encoding.scans])
-        mask = (logits > 0).cpu().numpy().astype(np.uint8)  # sigmoid > 0.5
-        return encoding.scans[0].volume.with_array(mask)
+        features: Features = encoding.features
+        logits = self.model.vision.generate(features.encoded, phi, [s.modality for s in encoding.scans])
+        scan = encoding.scans[0].volume
+        logits_volume = Volume(logits.detach().float().cpu().numpy(), features.grid.affine)
+        if not features.grid.is_same(scan.grid):
+            logits_volume = logits_volume.resampled_to(scan.grid, order=1, fill=-1.0)
+        return scan.with_array((logits_volume.array > 0).astype(np.uint8))  # sigmoid > 0.5
 
     def _next_latent(self) -> torch.Tensor:
         if not self.latents:
@@ -112,8 +130,16 @@ class Agent:
             code, latents = self._write_step()
             vision.latents = latents
             before = len(library.reads)
+            library.step = len(result.steps)
+            given = (len(library.metrics), len(library.responses), dict(library.outputs))
             feedback = environment.run(code)
             result.steps.append(code)
+            if not feedback.ok:
+                # A failed step gives the user nothing: what it reported before failing is withdrawn,
+                # so that the agent's next attempt does not report it twice.
+                del library.metrics[given[0]:], library.responses[given[1]:]
+                library.outputs.clear()
+                library.outputs.update(given[2])
             if library.stopped or (feedback.ok and not code.strip()):
                 break
             read = library.reads[before:]

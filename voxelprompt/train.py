@@ -3,8 +3,9 @@ teacher forcing, and minimise cross-entropy of the code plus lambda times the so
 segmentations the vision networks generate along the way.
 
 Each step takes a batch of text-only episodes (the code of any task, cheap) and, every
-`imaged_every` steps, one episode on a synthetic subject drawn in a background process (or on the
-lab's own labelled scans, later), cropped around the head. Adam; the learning rate halves when the
+`imaged_every` steps, one episode drawn in a background process, cropped around the head: on a
+synthetic subject (half of them on the mirror image of the anatomy), or, with a manifest of the lab's
+own labelled scans (`voxelprompt.labelled`), on one of those scans a fraction of the time. Adam; the learning rate halves when the
 validation loss stops improving, and training stops early when it has halved enough. Everything
 needed to resume is saved as safetensors and JSON in `<out>/latest/`; the best model by validation
 is kept in `<out>/best/`; every step is a row of `<out>/log.csv`.
@@ -32,12 +33,14 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, IterableDataset
 
+from voxelprompt import labelled as labelled_scans
 from voxelprompt.io import atomic_output, write_text
 from voxelprompt.model import episode as episodes
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.objective import Objective
 from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
+from voxelprompt.synth import labels
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import example_for
 from voxelprompt.tasks.subjects import TaskSubject, synthesize
@@ -74,6 +77,8 @@ class Settings:
     vocab_size: int = 2048
     device: str = "auto"
     threads: int = 0  # torch threads (0: torch's default)
+    labelled: str = ""  # manifest of the lab's labelled scans (voxelprompt/labelled.py); "": synthetic only
+    labelled_fraction: float = 0.25  # of imaged episodes, when there is a manifest
 
 
 @dataclass
@@ -106,29 +111,41 @@ def build_tokenizer(settings: Settings) -> Tokenizer:
 
 
 class ImagedEpisodes(IterableDataset):
-    """Endless episodes on synthetic subjects: one subject per `episodes_per_subject` episodes, each of
-    a task the subject allows, cropped around the head (drawn in a worker process)."""
+    """Endless episodes: one subject per `episodes_per_subject` episodes, each of a task the subject
+    allows, cropped around the head (drawn in a worker process). Subjects are synthetic, or with
+    probability `labelled_fraction` one of the scans the `labelled` manifest lists."""
 
     def __init__(self, tokenizer_json: str, seed: list[int], spacing_mm: float, crop: tuple[int, int, int],
-                 per_subject: int, max_contrasts: int = 2):
+                 per_subject: int, max_contrasts: int = 2, labelled: str = "", labelled_fraction: float = 0.0):
         self.tokenizer_json, self.seed, self.spacing_mm, self.crop, self.per_subject, self.max_contrasts = (
             tokenizer_json, seed, spacing_mm, crop, per_subject, max_contrasts)
+        self.manifest = labelled_scans.load_manifest(labelled) if labelled else []
+        self.labelled_fraction = labelled_fraction if self.manifest else 0.0
 
     def __iter__(self):
         tokenizer = Tokenizer.from_str(self.tokenizer_json)
         rng = np.random.default_rng(self.seed)
         tasks = list(catalogue().values())
+        loaded: dict[int, TaskSubject] = {}
         while True:
-            first = tasks[int(rng.integers(len(tasks)))]
-            subject = synthesize(first.requirements, rng, self.spacing_mm, max_contrasts=self.max_contrasts)
+            if rng.random() < self.labelled_fraction:
+                number = int(rng.integers(len(self.manifest)))
+                if number not in loaded:
+                    loaded[number] = labelled_scans.task_subject(self.manifest[number], self.spacing_mm)
+                subject, first = loaded[number], None
+            else:
+                first = tasks[int(rng.integers(len(tasks)))]
+                # Half the subjects are built on the mirror image of the anatomy (left-right flip, §4.3).
+                subject = synthesize(first.requirements, rng, self.spacing_mm, max_contrasts=self.max_contrasts,
+                                     mirrored=bool(rng.random() < 0.5))
             made = 0
             for attempt in range(4 * self.per_subject):
                 if made == self.per_subject:
                     break
-                task = first if attempt == 0 else tasks[int(rng.integers(len(tasks)))]
+                task = first if attempt == 0 and first is not None else tasks[int(rng.integers(len(tasks)))]
                 if not set(task.requirements.contrasts) <= set(subject.contrasts):
                     continue
-                view = subject if task.requirements.sessions > 1 else TaskSubject(subject.sessions[:1])
+                view = subject if task.requirements.sessions > 1 else replace(subject, sessions=subject.sessions[:1])
                 if len(view.sessions) != task.requirements.sessions:
                     continue
                 try:
@@ -136,9 +153,20 @@ class ImagedEpisodes(IterableDataset):
                 except NoValue:
                     continue
                 episode = episodes.from_execution(tokenizer, example.prompt, example.program, view)
+                if not all(_annotated(view, call.target) for call in episode.calls if call.kind == "segment"):
+                    continue  # a fixed target of the program (e.g. the brain as reference) is not labelled
                 episode = cropped(episode, view.sessions[0].synthetic.label_map.array > 0, self.crop, rng)
                 yield gamma_distorted(episode, rng)
                 made += 1
+
+
+def _annotated(subject: TaskSubject, target: str) -> bool:
+    if subject.labelled is None:
+        return True
+    try:
+        return subject.annotates(labels.target(target).label_ids)
+    except KeyError:  # a lesion: labelled scans have none
+        return False
 
 
 def cropped(episode: episodes.Episode, head: np.ndarray, crop: tuple[int, int, int],
@@ -215,7 +243,8 @@ def train(settings: Settings) -> Path:
     imaged = None
     if settings.imaged_every:
         dataset = ImagedEpisodes(tokenizer.to_str(), [settings.seed, rank, state.step, 1], settings.spacing_mm,
-                                 settings.crop_voxels, settings.episodes_per_subject, settings.max_contrasts)
+                                 settings.crop_voxels, settings.episodes_per_subject, settings.max_contrasts,
+                                 settings.labelled, settings.labelled_fraction)
         imaged = iter(DataLoader(dataset, batch_size=None, num_workers=1, collate_fn=lambda x: x,
                                  persistent_workers=True, prefetch_factor=4))
     validation = _validation_set(tokenizer, settings, tasks) if rank == 0 else None

@@ -17,6 +17,10 @@ class VisionConfig:
     # Whether the encoder is steered by the agent's phi (paper) or only by each scan's modality; without
     # it a subject's encoding does not depend on the prompt and is computed once for all its prompts.
     encoder_latent: bool = False
+    # The voxel size the networks were trained at: finer scans are encoded on a grid this coarse (axes
+    # already coarser keep their spacing) and segmentations come back on the scans' own grid. 0: the
+    # scans' own grid, whatever it is.
+    working_spacing_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class ModelConfig:
 PRESETS = {
     "paper": ModelConfig(VisionConfig(levels=6, first_channels=32, channels=96, encoder_latent=True),
                          AgentConfig(layers=16, hidden=512, heads=32, ffn=2048, max_positions=4096), "paper"),
-    "cpu": ModelConfig(VisionConfig(first_channels=8), AgentConfig(), "cpu"),
+    "cpu": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0), AgentConfig(), "cpu"),
     "test": ModelConfig(VisionConfig(levels=3, first_channels=8, channels=8, phi_dim=8, attention_dim=8),
                         AgentConfig(layers=1, hidden=32, heads=2, ffn=64, max_positions=2048), "test"),
 }

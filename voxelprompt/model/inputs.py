@@ -6,10 +6,14 @@ physical meaning through a brain window in Hounsfield units; the ADC map through
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
+from scipy import ndimage
 
 from voxelprompt.runtime.measures import Scan
+from voxelprompt.volume import Grid
 
 CT_LEVEL_HU, CT_WIDTH_HU = 40.0, 160.0  # brain window: -40 HU -> 0, 120 HU -> 1
 ADC_SCALE = 3.0  # 10^-3 mm^2/s: free water is about 3
@@ -31,3 +35,29 @@ def normalised(scan: Scan) -> np.ndarray:
 def stacked(scans: list[Scan] | tuple[Scan, ...], device: torch.device | str = "cpu") -> torch.Tensor:
     """(S, 1, X, Y, Z) tensor of scans on one grid."""
     return torch.from_numpy(np.stack([normalised(s) for s in scans])[:, None]).to(device)
+
+
+def working_grid(grid: Grid, working_spacing_mm: float) -> Grid:
+    """The grid the networks see for scans on `grid`: axes finer than the working spacing coarsened
+    to it, the others (thick slices) as they are, over the same field of view."""
+    spacing = np.asarray(grid.spacing_mm, dtype=np.float64)
+    if working_spacing_mm <= 0 or np.all(spacing >= working_spacing_mm - 1e-6):
+        return grid
+    return grid.with_spacing(tuple(np.maximum(spacing, working_spacing_mm)))
+
+
+def on_working_grid(scans: list[Scan] | tuple[Scan, ...], grid: Grid) -> list[Scan]:
+    """Scans moved onto `grid` (see `working_grid`): each coarsened axis is smoothed first, with the
+    Gaussian of scikit-image's anti-aliasing ((factor - 1) / 2 voxels), so that fine detail does not
+    alias into the coarse voxels."""
+    moved = []
+    for scan in scans:
+        if scan.volume.grid.is_same(grid):
+            moved.append(scan)
+            continue
+        factors = np.asarray(grid.spacing_mm) / np.asarray(scan.volume.spacing_mm)
+        sigmas = np.maximum(factors - 1, 0) / 2
+        values = np.asarray(scan.volume.array, dtype=np.float32)
+        smooth = ndimage.gaussian_filter(values, sigmas) if sigmas.any() else values
+        moved.append(replace(scan, volume=scan.volume.with_array(smooth).resampled_to(grid, order=1)))
+    return moved

@@ -63,7 +63,7 @@ class VoxelPromptModel(nn.Module):
     def hidden(self, embeddings: torch.Tensor, attention_mask: torch.Tensor | None = None, past=None,
                use_cache: bool = False):
         out = self.agent.model(inputs_embeds=embeddings, attention_mask=attention_mask, cache=past, use_cache=use_cache)
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.agent.lm_head(hidden)

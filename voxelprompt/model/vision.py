@@ -5,6 +5,10 @@ interaction across the S input volumes, GroupNorm (groups of four channels) and 
 Native-space processing: each level knows its voxel spacing; along an axis more than twice as coarse
 as the finest one (thick slices) the level convolves each slice in 2D with the kernel's central
 slice and does not pool, so a 1 x 1 x 5 mm scan is never resampled to isotropic voxels.
+
+Memory at inference: the stream attention is pointwise, so without gradients it runs slab by slab
+(its query/key/value maps are the largest tensors of a level), and m_gen convolves the upsampled
+features and the skip connection separately instead of concatenating them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from voxelprompt.model.config import VisionConfig
 
 MODALITIES = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
 THICK_RATIO = 2.0
+SLAB_VOXELS = 1 << 18  # voxels per slab of the stream attention at inference
 
 
 def thick_axes(spacing_mm: tuple[float, float, float]) -> tuple[bool, bool, bool]:
@@ -36,13 +41,22 @@ class NativeConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    def forward(self, x: torch.Tensor, thick: tuple[bool, bool, bool]) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor | list[torch.Tensor], thick: tuple[bool, bool, bool]) -> torch.Tensor:
+        """`inputs`: one tensor, or several whose channels add up to in_channels (the convolution of
+        their concatenation, computed part by part so that the concatenation never exists)."""
         weight, padding = self.weight, [1, 1, 1]
         for axis, is_thick in enumerate(thick):
             if is_thick:
                 weight = weight.narrow(2 + axis, 1, 1)
                 padding[axis] = 0
-        return F.conv3d(x, weight, self.bias, padding=tuple(padding))
+        if isinstance(inputs, torch.Tensor):
+            return F.conv3d(inputs, weight, self.bias, padding=tuple(padding))
+        out, first = None, 0
+        for part in inputs:
+            term = F.conv3d(part, weight[:, first:first + part.shape[1]], None, padding=tuple(padding))
+            out = term if out is None else out.add_(term)
+            first += part.shape[1]
+        return out.add_(self.bias[:, None, None, None])
 
 
 class LatentMixing(nn.Module):
@@ -68,6 +82,16 @@ class StreamAttention(nn.Module):
         self.out = nn.Conv3d(attention_dim, channels, 1)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
+        voxels_per_plane = a.shape[3] * a.shape[4]
+        if torch.is_grad_enabled() or a[0, 0].numel() <= SLAB_VOXELS:
+            return self._attend(a)
+        out = torch.empty_like(a)
+        step = max(1, SLAB_VOXELS // voxels_per_plane)
+        for first in range(0, a.shape[2], step):
+            out[:, :, first:first + step] = self._attend(a[:, :, first:first + step])
+        return out
+
+    def _attend(self, a: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(a).chunk(3, dim=1)  # each (S, b, X, Y, Z)
         streams = a.shape[0]
         if streams == 1:
@@ -93,7 +117,7 @@ class Level(nn.Module):
         self.norm = nn.GroupNorm(max(channels // 4, 1), channels)
         self.instructable = instructable
 
-    def forward(self, x: torch.Tensor, phi: torch.Tensor, thick: tuple[bool, bool, bool]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor], phi: torch.Tensor, thick: tuple[bool, bool, bool]) -> torch.Tensor:
         x = self.conv(x, thick)
         x = self.mix(x, phi) if self.instructable else self.mix(x)
         return F.silu(self.norm(self.streams(x)))
@@ -155,5 +179,5 @@ class VisionNetworks(nn.Module):
         for number in range(self.config.levels - 2, -1, -1):
             skip = encoded.skips[number]
             x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-            x = self.generator[number](torch.cat([x, skip], dim=1), stream_phi, thick_axes(encoded.spacings[number]))
+            x = self.generator[number]([x, skip], stream_phi, thick_axes(encoded.spacings[number]))
         return self.head(x).mean(dim=0)[0]  # streams agree on one segmentation

@@ -35,6 +35,7 @@ class Metric:
     name: str
     value: float
     unit: str
+    step: int = 0  # index of the program step that reported it, so tables can show the code behind each number
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Library:
     responses: list[str] = field(default_factory=list)
     outputs: dict[str, Volume] = field(default_factory=dict)  # name -> mask or image for the user
     stopped: bool = False
+    step: int = 0  # index of the program step now running; whoever runs the steps advances it
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         """Name -> function, for `Environment(functions=...)`."""
@@ -160,7 +162,7 @@ class Library:
         if not isinstance(metric, str) or not metric.strip() or not isinstance(unit, str):
             raise MeasureError("report needs a metric name, a number and a unit")
         value = measures.number(value)
-        self.metrics.append(Metric(metric, value, unit))
+        self.metrics.append(Metric(metric, value, unit, self.step))
         self.responses.append(f"{metric}: {value:.6g}{' ' + unit if unit else ''}")
 
     def respond(self, text: str | float) -> None:

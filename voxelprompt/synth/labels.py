@@ -58,6 +58,19 @@ def base_labels() -> tuple[BaseLabel, ...]:
 
 
 @cache
+def mirror_lookup() -> np.ndarray:
+    """Array mapping each base label id to the id of its other-side counterpart (unsided labels map to
+    themselves): what a left-right flip of a label map must do to its values."""
+    by_name = {label.name: label.id for label in base_labels()}
+    lookup = np.arange(max(by_name.values()) + 1, dtype=np.uint16)
+    other_side = {"left": "right", "right": "left"}
+    for label in base_labels():
+        if label.hemisphere:
+            lookup[label.id] = by_name[other_side[label.hemisphere] + label.name[len(label.hemisphere):]]
+    return lookup
+
+
+@cache
 def parcel_names() -> tuple[str, ...]:
     """Desikan-Killiany parcel keys (e.g. "superiorfrontal") in base-label order (n = index + 1)."""
     return tuple(row["parcel"] for row in data_table("cortical_parcels.tsv"))

@@ -1,4 +1,5 @@
-"""Random spatial variation of an anatomy: a global affine and a smooth non-linear deformation.
+"""Random spatial variation of an anatomy: a global affine and a smooth non-linear deformation, and
+the left-right mirror image of an anatomy (paper §4.3: flips that swap left and right labels).
 
 A deformed label map is the ground truth of one synthetic subject; every image of the subject is
 then rendered from it, so all of them share its world space.
@@ -12,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from voxelprompt.synth import labels as base_labels
 from voxelprompt.volume import Volume
 
 
@@ -25,6 +27,15 @@ class DeformationSettings:
     # volume changes stay within about +-30 % (a stronger field shrank or doubled small structures).
     max_displacement_mm: float = 2.0
     control_spacing_mm: float = 40.0
+
+
+def mirrored(label_map: Volume) -> Volume:
+    """The label map flipped left-right (along the array axis closest to world x, about the grid's
+    centre) with every sided label turned into its other-side counterpart: a plausible brain whose
+    left is the original's right, so that nothing learnt can rest on the anatomy's own asymmetries."""
+    axis = int(np.argmax(np.abs(label_map.affine[0, :3])))
+    flipped = np.flip(np.asarray(label_map.array), axis=axis)
+    return label_map.with_array(base_labels.mirror_lookup()[flipped].astype(label_map.array.dtype))
 
 
 def random_affine_ras(rng: np.random.Generator, settings: DeformationSettings) -> np.ndarray:

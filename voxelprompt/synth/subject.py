@@ -34,11 +34,15 @@ def synthesize_subject(
     spacing_mm: float | None = None,
     source: str = "oasis-dk",
     acquisitions: dict[str, contrast.Acquisition] | None = None,
+    mirrored: bool = False,
 ) -> SyntheticSubject:
-    """`spacing_mm` renders at a coarser isotropic resolution (e.g. 2 mm for training)."""
+    """`spacing_mm` renders at a coarser isotropic resolution (e.g. 2 mm for training); `mirrored`
+    starts from the left-right mirror image of the anatomy."""
     base = anatomy.load(source)
     if spacing_mm is not None:
         base = base.resampled_to(base.grid.with_spacing(spacing_mm), order=0)
+    if mirrored:
+        base = spatial.mirrored(base)
     deformed = spatial.deform(base, rng)
     lesioned, lesions = add_lesions(deformed, rng, list(lesion_classes))
     tissue_means: dict[str, dict[int, float]] = {}

@@ -37,6 +37,12 @@ class Session:
 @dataclass
 class TaskSubject:
     sessions: list[Session]
+    # Base label ids the label maps annotate; None: all of them (synthetic subjects). A lab's labelled
+    # scans annotate a few structures, and only targets made of those can be asked for.
+    labelled: frozenset[int] | None = None
+
+    def annotates(self, target_label_ids: frozenset[int]) -> bool:
+        return self.labelled is None or target_label_ids <= self.labelled
 
     @property
     def contrasts(self) -> tuple[str, ...]:
@@ -56,9 +62,10 @@ class TaskSubject:
 
 def synthesize(requirements: Requirements, rng: np.random.Generator, spacing_mm: float | None = 2.0,
                source: str = "oasis-dk", acquisitions: dict[str, contrast.Acquisition] | None = None,
-               max_contrasts: int = MAX_CONTRASTS) -> TaskSubject:
+               max_contrasts: int = MAX_CONTRASTS, mirrored: bool = False) -> TaskSubject:
     """A subject that meets the requirements, with optional contrasts and lesions drawn at random
-    (`acquisitions` fixes how each contrast is imaged; by default each image draws its own)."""
+    (`acquisitions` fixes how each contrast is imaged; by default each image draws its own;
+    `mirrored` starts from the left-right mirror image of the anatomy)."""
     contrasts = choose_contrasts(requirements, rng, max_contrasts)
     classes = sorted(lesion_classes())
     if requirements.lesions:
@@ -67,7 +74,8 @@ def synthesize(requirements: Requirements, rng: np.random.Generator, spacing_mm:
             chosen.append(classes[int(rng.integers(len(classes)))])
     else:
         chosen = [classes[int(rng.integers(len(classes)))]] if rng.random() < 0.4 else []
-    first = synthesize_subject(rng, tuple(contrasts), tuple(dict.fromkeys(chosen)), spacing_mm, source, acquisitions)
+    first = synthesize_subject(rng, tuple(contrasts), tuple(dict.fromkeys(chosen)), spacing_mm, source, acquisitions,
+                               mirrored)
     dates = session_dates(requirements.sessions, rng)
     sessions = [Session("01", dates[0], first)]
     for number in range(2, requirements.sessions + 1):

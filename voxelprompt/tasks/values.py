@@ -119,11 +119,11 @@ def _class_named(description: str) -> str:
 def allowed(kind: str, subject: TaskSubject) -> list[str]:
     """The values of a kind this subject allows, in a fixed order."""
     if kind == "anatomy":
-        return [t.name for t in labels.targets()]
+        return _annotated(subject, [t.name for t in labels.targets()])
     if kind == "ventricle":
-        return list(VENTRICLES)
+        return _annotated(subject, list(VENTRICLES))
     if kind == "lateral_structure":
-        return _lateral_structures()
+        return [s for s in _lateral_structures() if _annotated(subject, [f"left {s}", f"right {s}"]) == [f"left {s}", f"right {s}"]]
     if kind == "region":
         lesions = allowed("lesion", subject)
         anatomy = allowed("anatomy", subject)
@@ -149,6 +149,13 @@ def allowed(kind: str, subject: TaskSubject) -> list[str]:
     if kind == "margin_mm":
         return [str(m) for m in MARGINS_MM]
     raise ValueError(f"unknown kind of value {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _annotated(subject: TaskSubject | None, targets: list[str]) -> list[str]:
+    """The targets whose every label the subject's label maps annotate (all, for synthetic subjects)."""
+    if subject is None or subject.labelled is None:
+        return targets
+    return [t for t in targets if subject.annotates(labels.target(t).label_ids)]
 
 
 def domain(kind: str) -> list[str]:
