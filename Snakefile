@@ -14,9 +14,19 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/preprocess.smk"
 include: "rules/coregister.smk"
+include: "rules/check.smk"
+include: "rules/agent.smk"
+include: "rules/report.smk"
+
+
+localrules:
+    check_subject,
+    describe_derivatives,
 
 
 rule all:
     default_target: True
     input:
-        coregistered_outputs(),
+        rules.gather.output,
+        rules.qc_report.output,
+        rules.describe_derivatives.output,

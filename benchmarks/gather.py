@@ -43,7 +43,7 @@ def write_parts(folder: Path, subjects: int, prompts: dict[str, str]) -> list[Pa
                                          Metric("width of the left hippocampus", 31.2, "mm", 1)],
                                 ok=True, seconds=1.5)
                 mask = MaskFile("left hippocampus", f"results/sub-{subject}/anat/sub-{subject}_{prompt_id}_mask.nii.gz",
-                                3512 + number, 3512.0 + number)
+                                f"study/sub-{subject}/anat/sub-{subject}_T1w.nii.gz", 3512 + number, 3512.0 + number)
                 runs.append(PromptRun(prompt_id, prompt, result, masks=[mask]))
             tables = subject_tables(subject, "01", runs, "cpu-500")
         parts.append(write_part(tables, folder / "parts" / f"sub-{subject}"))

@@ -1,9 +1,12 @@
 # Discovery of the study's images and the one path helper every rule uses.
+import json
 import shlex
 import sys
 from pathlib import Path
 
 from voxelprompt import study
+from voxelprompt.image_check import failure_of
+from voxelprompt.model.joint import SHIPPED_MODEL
 from voxelprompt.paths import WILDCARD_CONSTRAINTS, DerivativePaths
 
 
@@ -20,8 +23,13 @@ for problem in COHORT.rejected:
     logger.warning(f"voxelprompt: skipped: {problem}")
 
 
+MODEL = config["model"] or str(SHIPPED_MODEL)
+SUBJECTS = COHORT.subjects()
+
+
 wildcard_constraints:
     **WILDCARD_CONSTRAINTS,
+    subject="[A-Za-z0-9]+",
 
 
 def image_row(wildcards):
@@ -42,12 +50,25 @@ def raw_image(wildcards):
     return path if config["input"]["kind"] == "demo" or Path(path).exists() else []
 
 
-def coregistered_outputs():
-    return [
-        output
-        for row in COHORT.images.to_dict("records")
-        for output in (paths.coregistered_image(row), paths.transform(row), paths.registration_record(row))
-    ]
+def subject_raw_images(wildcards):
+    """The subject's raw images as job inputs (missing files left to the check to report)."""
+    rows = COHORT.subject_images(wildcards.subject).to_dict("records")
+    return [row["path"] for row in rows if config["input"]["kind"] == "demo" or Path(row["path"]).exists()]
+
+
+def answer_inputs(wildcards):
+    """The subject's check, and its co-registered images once the check has passed (a subject with
+    a bad image is answered with error rows, without processing any of its images)."""
+    rows = COHORT.subject_images(wildcards.subject).to_dict("records")
+    check = checkpoints.check_subject.get(subject=wildcards.subject).output.status
+    inputs = {"check": check, "prompts": config["prompts"], "weights": f"{MODEL}/model.safetensors"}
+    if not failure_of(check):
+        inputs |= {
+            "images": [paths.coregistered_image(row) for row in rows],
+            "transforms": [paths.transform(row) for row in rows],
+            "records": [paths.preprocess_record(row) for row in rows],
+        }
+    return inputs
 
 
 def job_resources(rule_name):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -44,7 +45,7 @@ def mask_volume() -> Volume:
 
 
 def ok_run(prompt_id: str = "p1", path: str = "sub-01_desc-lesion_mask.nii.gz") -> PromptRun:
-    mask = MaskFile.of("lesion", path, mask_volume())
+    mask = MaskFile.of("lesion", path, "sub-01_FLAIR.nii.gz", mask_volume())
     return PromptRun(prompt_id, "how large is the lesion?", finished(), masks=[mask])
 
 
@@ -73,7 +74,8 @@ def test_tables_of_a_finished_run():
 
     (mask,) = rows(tables["masks"])
     assert mask == {"subject": "01", "session": "02", "prompt_id": "p1", "output": "lesion",
-                    "path": "sub-01_desc-lesion_mask.nii.gz", "voxels": 6, "volume_mm3": 72.0}
+                    "path": "sub-01_desc-lesion_mask.nii.gz", "image": "sub-01_FLAIR.nii.gz", "voxels": 6,
+                    "volume_mm3": 72.0}
 
 
 def test_metric_steps_from_the_agent_loop(monkeypatch):
@@ -119,7 +121,7 @@ def test_prompt_run_holds_a_result_or_an_error():
     with pytest.raises(ValueError):
         PromptRun("p1", "volume?", finished(), error="bad image")
     with pytest.raises(ValueError, match="finished"):
-        PromptRun("p1", "volume?", error="bad image", masks=[MaskFile("lesion", "m.nii.gz", 1, 1.0)])
+        PromptRun("p1", "volume?", error="bad image", masks=[MaskFile("lesion", "m.nii.gz", "t1.nii.gz", 1, 1.0)])
 
 
 def test_failed_subject_has_an_error_row_per_prompt():
@@ -237,9 +239,7 @@ def test_provenance_is_stored_and_read_back(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(b"weights" * 1000)
-    config = tmp_path / "config.yaml"
-    config.write_text("input: demo\n")
-    stored = provenance(model_dir, config)
+    stored = provenance(model_dir, "input: demo\n")
     assert stored["package_version"] == voxelprompt.__version__
     assert stored["model_sha256"] == hashlib.sha256(b"weights" * 1000).hexdigest()
     assert stored["config_sha256"] == hashlib.sha256(b"input: demo\n").hexdigest()
@@ -272,3 +272,8 @@ def test_schema_markdown_documents_every_column():
             description = column.metadata[report.DESCRIPTION_KEY].decode()
             assert description and f"| `{column.name}` |" in text and description in text
     assert "| `value` | float64 |" in text and "| `voxels` | int64 |" in text
+
+
+def test_the_readme_documents_the_current_schema():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert report.schema_markdown().replace("### ", "#### ") in readme

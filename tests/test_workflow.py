@@ -6,20 +6,29 @@ Each test runs Snakemake in a fresh copy of the workflow files, as a user's clon
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import duckdb
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 
 from voxelprompt import demo
 from voxelprompt.packaged_data import package_file
 from voxelprompt.io import load_volume, save_volume
+from voxelprompt.model.joint import SHIPPED_MODEL
+from voxelprompt.report import read_provenance
 from voxelprompt.register import mean_displacement_mm
 from voxelprompt.volume import Volume
 
@@ -27,12 +36,17 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "profiles")
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
+def _fresh_copy(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    return tmp_path
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return _fresh_copy(tmp_path)
 
 
 def snakemake(workdir: Path, *args: str, timeout_s: int = 900) -> subprocess.CompletedProcess:
@@ -55,18 +69,22 @@ def test_lint_reports_nothing_but_the_software_environment_note(workdir):
     assert all("conda environment or container" in lint for lint in lints), lints
 
 
-def test_dry_run_of_the_demo_plans_every_image(workdir):
+def test_dry_run_of_the_demo_plans_every_subject(workdir):
+    """Image processing is planned once each subject's images have passed their check (a checkpoint),
+    so a dry run shows the checks, one agent job per subject and the study's outputs."""
     result = snakemake(workdir, "-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
-    assert counts == {"make_demo": 1, "preprocess": 7, "coregister": 7, "all": 1, "total": 16}
+    assert counts == {"make_demo": 1, "check_subject": 3, "answer": 3, "gather": 1, "qc_report": 1,
+                      "describe_derivatives": 1, "all": 1, "total": 11}
 
 
 def test_dry_run_of_a_samples_table(workdir):
     result = snakemake(workdir, "-n", "--cores", "2", "--config", "input={kind: samples, path: config/samples.tsv}")
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
-    assert counts["preprocess"] == 5 and counts["coregister"] == 5 and "make_demo" not in counts
+    subjects = pd.read_csv(workdir / "config/samples.tsv", sep="\t", dtype=str)["subject"].nunique()
+    assert counts["check_subject"] == subjects and counts["answer"] == subjects and "make_demo" not in counts
 
 
 def test_an_invalid_config_is_refused_naming_the_key(workdir):
@@ -76,11 +94,18 @@ def test_an_invalid_config_is_refused_naming_the_key(workdir):
     assert "dicom" in output and "kind" in output
 
 
-def test_demo_runs_end_to_end(workdir):
-    """The README's first command, in a fresh folder: every demo image preprocessed and co-registered."""
-    result = snakemake(workdir, "--cores", "2")
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:  # about five minutes on 2 cores: its tests are marked slow
+    """The README's first command, once, in a fresh folder."""
+    workdir = _fresh_copy(tmp_path_factory.mktemp("demo"))
+    result = snakemake(workdir, "--cores", "2", timeout_s=1800)
     assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
 
+
+@pytest.mark.slow
+def test_demo_preprocesses_and_coregisters_every_image(demo_run):
+    workdir = demo_run
     results = workdir / "results"
     for row in demo.samples().to_dict("records"):
         subject, session = row["subject"], row["session"]
@@ -103,35 +128,218 @@ def test_demo_runs_end_to_end(workdir):
     assert error < 0.5
 
 
-def test_bad_images_fail_alone_and_the_rest_of_the_study_completes(workdir, tmp_path):
-    """A corrupt file, a missing file and an unsafe label in one table: the good subject finishes."""
+@pytest.mark.slow
+def test_demo_tables_hold_a_row_per_subject_and_prompt(demo_run):
+    results = demo_run / "results"
+    prompts = pd.read_csv(demo_run / "config/prompts.csv", dtype=str, keep_default_na=False)
+    responses = pd.read_parquet(results / "responses.parquet")
+    expected = {(s, p.prompt_id) for p in prompts.itertuples() for s in demo.samples()["subject"].unique()
+                if not p.subjects or s in p.subjects.split(";")}
+    assert set(zip(responses["subject"], responses["prompt_id"])) == expected and len(responses) == len(expected)
+    assert set(responses["status"]) <= {"ok", "error"}
+    assert (responses.loc[responses["status"] == "error", "error"] != "").all()
+    assert (responses["model_id"].str.startswith("voxelprompt-cpu@")).all()
+    # duckdb reads the same tables, and they join on their keys
+    joined = duckdb.sql(f"SELECT count(*) FROM read_parquet('{results / 'metrics.parquet'}') m JOIN "
+                        f"read_parquet('{results / 'responses.parquet'}') r USING (subject, session, prompt_id)").fetchall()
+    assert joined[0][0] == len(pd.read_parquet(results / "metrics.parquet"))
+    provenance = read_provenance(results / "responses.parquet")
+    assert provenance["model_sha256"] == hashlib.sha256((SHIPPED_MODEL / "model.safetensors").read_bytes()).hexdigest()
+    assert len(provenance["config_sha256"]) == 64
+
+
+def test_masks_go_back_onto_every_input_image_and_match_the_table(small_run, monkeypatch, tmp_path):
+    """The subject job with an agent that outputs a known box on the subject grid: the box lands on
+    each input image's own grid (here two sessions, rigidly moved), with its volume kept, its row in
+    the masks table and a sidecar naming the image."""
+    from voxelprompt import answer, study
+    from voxelprompt.agent import Result
+    from voxelprompt.paths import DerivativePaths
+    from voxelprompt.prompts import load_prompts
+
+    class BoxAgent:
+        box_mm3 = 0.0
+
+        def __init__(self, model):
+            pass
+
+        def run(self, prompt, scans, cache=None):
+            box = np.zeros(scans[0].volume.shape, np.uint8)
+            centre = np.asarray(box.shape) // 2
+            box[tuple(slice(c - 8, c + 8) for c in centre)] = 1
+            BoxAgent.box_mm3 = int(box.sum()) * scans[0].volume.voxel_volume_mm3
+            return Result(prompt, steps=["stop()"], outputs={"a box": scans[0].volume.with_array(box)}, ok=True)
+
+    monkeypatch.setattr(answer, "Agent", BoxAgent)
+    monkeypatch.chdir(small_run)
+    table = next(arg for arg in small_run.arguments if arg.startswith("input=")).split("path: ")[1].rstrip("}")
+    prompts = [p for p in load_prompts("config/prompts.csv") if p.prompt_id == "ventricles"]
+    prompts[0] = type(prompts[0])(prompts[0].prompt_id, prompts[0].prompt, (), ())  # both sessions' images
+    part = answer.answer_subject("small", study.load("samples", table), prompts, SHIPPED_MODEL,
+                                 DerivativePaths("results"), tmp_path / "part")
+    masks = pd.read_parquet(part / "masks.parquet")
+    assert len(masks) == 2 and set(masks["output"]) == {"a box"}
+    for row in masks.itertuples():
+        mask, image = nib.load(row.path), nib.load(row.image)
+        assert mask.shape == image.shape[:3]
+        np.testing.assert_allclose(mask.affine, image.affine, atol=1e-4)
+        voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
+        assert voxels == row.voxels and row.volume_mm3 == pytest.approx(BoxAgent.box_mm3, rel=0.05)
+        sidecar = json.loads(Path(row.path.replace(".nii.gz", ".json")).read_text())
+        assert sidecar["SpatialReference"] == row.image and sidecar["Type"] == "ROI"
+        assert "_label-ABox_desc-Ventricles_mask.nii.gz" in row.path
+
+
+@pytest.mark.slow
+def test_demo_qc_report_shows_every_subject(demo_run):
+    page = (demo_run / "results/qc/report.html").read_text()
+    for subject in demo.samples()["subject"].unique():
+        assert f'id="sub-{subject}"' in page
+    pictures = [demo_run / "results/qc" / src for src in re.findall(r'<img src="([^"]+)"', page)]
+    assert pictures and all(p.is_file() for p in pictures)
+
+
+def test_a_second_run_has_nothing_to_do(small_run):
+    result = snakemake(small_run, "-n", "--cores", "2", *small_run.arguments)
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+# --- a small study, with bad images, whole and interrupted ---------------------------------------------
+
+SMALL_PROMPTS = ("prompt_id,prompt,inputs,subjects\n"
+                 "brain-volume,How voluminous is the left and right hippocampus?,@first,\n"
+                 "ventricles,Segment the left and right lateral ventricle,T1w@first,\n")
+
+
+def _small_study(workdir: Path, folder: Path) -> list[str]:
+    """The cheapest whole study: one good subject with two sessions of a 2 mm T1w, one with a corrupt
+    file, one with a missing file, a row with an unsafe label, and two prompts. Returns the --config
+    arguments that select it."""
     good = load_volume(package_file(*MNI_T1_2MM))
-    save_volume(good, tmp_path / "good_t1.nii.gz")
-    save_volume(Volume(good.array, demo.random_rigid_ras(7, 10, 10) @ good.affine), tmp_path / "good_t1_ses2.nii.gz")
-    (tmp_path / "corrupt.nii.gz").write_bytes(gzip.compress(b"not an image at all")[:20])
-    rows = [
-        ("good", "1", "T1w", tmp_path / "good_t1.nii.gz"),
-        ("good", "2", "T1w", tmp_path / "good_t1_ses2.nii.gz"),
-        ("broken", "1", "T1w", tmp_path / "corrupt.nii.gz"),
-        ("absent", "1", "T1w", tmp_path / "no_such_scan.nii.gz"),
-        ("../escape", "1", "T1w", tmp_path / "good_t1.nii.gz"),
-    ]
-    table = workdir / "study.tsv"
-    table.write_text("subject\tsession\tmodality\tpath\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    save_volume(good, folder / "t1_ses1.nii.gz")
+    save_volume(Volume(good.array, demo.random_rigid_ras(3, 8, 8) @ good.affine), folder / "t1_ses2.nii.gz")
+    (folder / "corrupt.nii.gz").write_bytes(gzip.compress(b"not an image at all")[:20])
+    rows = [("small", "1", folder / "t1_ses1.nii.gz"), ("small", "2", folder / "t1_ses2.nii.gz"),
+            ("broken", "1", folder / "corrupt.nii.gz"), ("absent", "1", folder / "no_such_scan.nii.gz"),
+            ("../escape", "1", folder / "t1_ses1.nii.gz")]
+    table = folder / "study.tsv"
+    table.write_text("subject\tsession\tmodality\tpath\n" + "".join(f"{s}\t{n}\tT1w\t{p}\n" for s, n, p in rows))
+    (workdir / "config/prompts.csv").write_text(SMALL_PROMPTS)
+    return ["--config", f"input={{kind: samples, path: {table}}}"]
 
-    result = snakemake(workdir, "--cores", "2", "--config", f"input={{kind: samples, path: {table}}}")
-    output = result.stdout + result.stderr
 
-    assert result.returncode != 0  # the study reports its failures...
-    results = workdir / "results"
-    assert (results / "sub-good/ses-2/anat/sub-good_ses-2_space-subject_desc-preproc_T1w.nii.gz").is_file()  # ...but ran
+class _Run(type(Path())):
+    arguments: list[str] = []
+    output = ""
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """The whole workflow on the small study, once: its outputs are checked and compared with."""
+    workdir = _Run(_fresh_copy(tmp_path_factory.mktemp("small")))
+    workdir.arguments = _small_study(workdir, tmp_path_factory.mktemp("small_data"))
+    result = snakemake(workdir, "--cores", "2", *workdir.arguments)
+    assert result.returncode == 0, result.stderr[-3000:]  # bad images never stop the study
+    workdir.output = result.stdout + result.stderr
+    return workdir
+
+
+def test_bad_images_are_error_rows_and_the_rest_of_the_study_completes(small_run):
+    results = small_run / "results"
+    assert (results / "sub-small/ses-2/anat/sub-small_ses-2_space-subject_desc-preproc_T1w.nii.gz").is_file()
     assert not (results / "sub-broken").exists() and not (results / "sub-absent").exists()
-    broken_log = (workdir / "logs/preprocess/sub-broken/ses-1/anat/sub-broken_ses-1_T1w.log").read_text()
-    assert "corrupt.nii.gz" in broken_log and "cannot be read" in broken_log
-    absent_log = (workdir / "logs/preprocess/sub-absent/ses-1/anat/sub-absent_ses-1_T1w.log").read_text()
-    assert "no_such_scan.nii.gz: file does not exist" in absent_log
-    assert "skipped" in output and "../escape" in output
-    assert not list(workdir.rglob("*.tmp*"))
+    responses = pd.read_parquet(results / "responses.parquet").set_index("subject")
+    assert set(responses.index) == {"small", "broken", "absent"}
+    assert (responses.loc[["broken", "absent"], "status"] == "error").all()
+    assert responses.loc["broken", "error"].str.contains("corrupt.nii.gz: cannot be read").all()
+    assert responses.loc["absent", "error"].str.contains("no_such_scan.nii.gz: file does not exist").all()
+    assert "skipped" in small_run.output and "../escape" in small_run.output
+    assert not list(small_run.rglob("*.tmp*"))
+
+
+def test_small_study_tables_read_back_with_pandas_and_duckdb(small_run):
+    results = small_run / "results"
+    responses = pd.read_parquet(results / "responses.parquet").query("subject == 'small'")
+    assert list(responses["prompt_id"]) == ["brain-volume", "ventricles"]
+    assert (responses["session"] == "1").all() and (responses["steps"] > 0).all()
+    assert set(responses["status"]) <= {"ok", "error"} and (responses.loc[responses["status"] == "error", "error"] != "").all()
+    assert (responses["model_id"].str.startswith("voxelprompt-cpu@")).all()
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    joined = duckdb.sql(f"SELECT count(*) FROM read_parquet('{results / 'metrics.parquet'}') m JOIN "
+                        f"read_parquet('{results / 'responses.parquet'}') r USING (subject, session, prompt_id)").fetchall()
+    assert joined[0][0] == len(metrics)
+    provenance = read_provenance(results / "responses.parquet")
+    assert provenance["model_sha256"] == hashlib.sha256((SHIPPED_MODEL / "model.safetensors").read_bytes()).hexdigest()
+    assert len(provenance["config_sha256"]) == 64
+    page = (results / "qc/report.html").read_text()
+    assert 'id="sub-small"' in page
+    pictures = [results / "qc" / src for src in re.findall(r'<img src="([^"]+)"', page)]
+    assert all(p.is_file() for p in pictures)
+    description = json.loads((results / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and "work/" in (results / ".bidsignore").read_text()
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout_s: float = 900) -> None:
+    started = time.monotonic()
+    while not ready():
+        assert process.poll() is None, "the workflow ended before it could be interrupted"
+        assert time.monotonic() - started < timeout_s, "the workflow never reached the point to interrupt"
+        time.sleep(0.2)
+
+
+def _answer_job_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "voxelprompt answer --subject small"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _same_study_outputs(run: Path, reference: Path) -> None:
+    """Tables equal but for run times; every derivative file present in both and equal in content."""
+    for name in ("metrics", "responses", "masks"):
+        ours, theirs = (pd.read_parquet(folder / f"results/{name}.parquet") for folder in (run, reference))
+        pd.testing.assert_frame_equal(ours.drop(columns=["seconds"], errors="ignore"),
+                                      theirs.drop(columns=["seconds"], errors="ignore"))
+    files = {p.relative_to(run) for p in (run / "results").rglob("*.nii.gz")}
+    assert files == {p.relative_to(reference) for p in (reference / "results").rglob("*.nii.gz")}
+    for name in files:
+        np.testing.assert_array_equal(np.asarray(nib.load(run / name).dataobj), np.asarray(nib.load(reference / name).dataobj))
+    assert not list(run.rglob("*.tmp*")), "a temporary file survived"
+
+
+@pytest.mark.slow
+def _same_study_as(run: Path, folder: Path) -> tuple[Path, list[str]]:
+    """A fresh copy of the workflow set up for the study `run` ran (same images, prompts and config)."""
+    workdir = _fresh_copy(folder)
+    shutil.copy(run / "config/prompts.csv", workdir / "config/prompts.csv")
+    return workdir, run.arguments
+
+
+def test_a_workflow_killed_mid_run_resumes_to_the_same_outputs(small_run, tmp_path):
+    workdir, arguments = _same_study_as(small_run, tmp_path / "run")
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *arguments], cwd=workdir,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _kill_when(process, lambda: bool(_answer_job_pids()))
+    os.killpg(process.pid, signal.SIGKILL)  # Snakemake and every job it started, mid-answer
+    process.wait()
+    assert snakemake(workdir, "--unlock").returncode == 0  # a killed run leaves its lock behind
+    result = snakemake(workdir, "--cores", "2", *arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _same_study_outputs(workdir, small_run)
+
+
+@pytest.mark.slow
+def test_a_killed_job_fails_alone_and_a_rerun_completes(small_run, tmp_path):
+    workdir, arguments = _same_study_as(small_run, tmp_path / "run")
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *arguments], cwd=workdir,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _kill_when(process, lambda: bool(_answer_job_pids()))
+    for pid in _answer_job_pids():
+        os.kill(pid, signal.SIGKILL)
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode != 0 and "answer" in output
+    assert not (workdir / "results/responses.parquet").exists(), "tables were gathered without the subject"
+    result = snakemake(workdir, "--cores", "2", *arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _same_study_outputs(workdir, small_run)
 
 
 def _job_counts(text: str) -> dict[str, int]:

@@ -35,6 +35,13 @@ from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.agent import Agent
 from voxelprompt.evaluate import evaluation_markdown, full_evaluation
 from voxelprompt.prepare import prepare
+from voxelprompt import derivatives, report, study
+from voxelprompt.answer import answer_subject
+from voxelprompt.image_check import check_images
+from voxelprompt.model.joint import SHIPPED_MODEL
+from voxelprompt.paths import DerivativePaths
+from voxelprompt.prompts import load_prompts
+from voxelprompt.qc import write_qc_report
 from voxelprompt.train import device_for
 from voxelprompt.cohort import modality_from_filename, normalise_modality
 
@@ -76,6 +83,39 @@ def main(argv: list[str] | None = None) -> int:
     running.add_argument("--device", default="auto")
     running.add_argument("images", type=Path, nargs="+")
     running.set_defaults(run=_run_agent)
+
+    check = commands.add_parser("check-images", help="check that a subject's images can be read (writes a status JSON)")
+    check.add_argument("--out-status", type=Path, required=True)
+    check.add_argument("images", type=Path, nargs="+")
+    check.set_defaults(run=_check_images)
+
+    answering = commands.add_parser("answer", help="run the study's prompts on one subject's co-registered images")
+    answering.add_argument("--subject", required=True, help="subject label, without sub-")
+    answering.add_argument("--input-kind", choices=("demo", "bids", "samples"), required=True)
+    answering.add_argument("--input-path", type=Path, required=True)
+    answering.add_argument("--output-dir", type=Path, required=True, help="the workflow's output folder")
+    answering.add_argument("--prompts", type=Path, required=True, help="the study's prompts (CSV)")
+    answering.add_argument("--model", type=Path, default=SHIPPED_MODEL)
+    answering.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    answering.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    answering.set_defaults(run=_answer)
+
+    gathering = commands.add_parser("gather", help="the study tables from every subject's part")
+    gathering.add_argument("--output-dir", type=Path, required=True)
+    gathering.add_argument("--model", type=Path, default=SHIPPED_MODEL)
+    gathering.add_argument("--config-json", default="", help="the workflow's configuration, for its hash")
+    gathering.add_argument("subjects", nargs="*", help="subject labels whose parts to gather")
+    gathering.set_defaults(run=_gather)
+
+    quality = commands.add_parser("qc-report", help="the visual QC report (HTML with PNG overlays) of the study tables")
+    quality.add_argument("--tables", type=Path, required=True, help="folder holding the study's Parquet tables")
+    quality.add_argument("--out", type=Path, required=True)
+    quality.set_defaults(run=_qc_report)
+
+    describing = commands.add_parser("describe-derivatives", help="dataset_description.json and .bidsignore of the outputs")
+    describing.add_argument("--output-dir", type=Path, required=True)
+    describing.add_argument("--source", required=True, help="the study's input (folder or table)")
+    describing.set_defaults(run=_describe_derivatives)
 
     scoring = commands.add_parser("evaluate-model", help="score a checkpoint on held-out synthetic subjects")
     scoring.add_argument("--model", type=Path, required=True)
@@ -241,6 +281,36 @@ def _stem(path: Path) -> str:
 
 def _slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text).split()) or "output"
+
+
+def _check_images(args: argparse.Namespace) -> None:
+    errors = check_images(args.images, args.out_status)
+    print("\n".join(errors) or f"{len(args.images)} images ok")
+
+
+def _answer(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cohort_ = study.load(args.input_kind, args.input_path)
+    paths = DerivativePaths(args.output_dir)
+    part = Path(paths.part("responses", args.subject)).parent
+    print(answer_subject(args.subject, cohort_, load_prompts(args.prompts), args.model, paths, part,
+                         str(device_for(args.device))))
+
+
+def _gather(args: argparse.Namespace) -> None:
+    paths = DerivativePaths(args.output_dir)
+    parts = [Path(paths.part("responses", subject)).parent for subject in args.subjects]
+    written = report.gather(parts, args.output_dir, report.provenance(args.model, args.config_json))
+    print("\n".join(str(p) for p in written.values()))
+
+
+def _qc_report(args: argparse.Namespace) -> None:
+    print(write_qc_report(args.tables, args.out))
+
+
+def _describe_derivatives(args: argparse.Namespace) -> None:
+    print(derivatives.describe(args.output_dir, args.source))
 
 
 def _evaluate_model(args: argparse.Namespace) -> None:

@@ -138,7 +138,8 @@ def full_evaluation(model: VoxelPromptModel, per_task: int = 2, spacing_mm: floa
                     with_real_scan: bool = True) -> dict:
     """Scores per task family, and Dice of the large structures on held-out synthetic subjects (mean
     over subjects) and on the real scan."""
-    families = {family: scores.summary() for family, scores in evaluate(model, per_task, spacing_mm=spacing_mm).items()}
+    families = ({family: scores.summary() for family, scores in evaluate(model, per_task, spacing_mm=spacing_mm).items()}
+                if per_task else {})
     segmentation: dict[str, dict[str, float]] = {}
     if segmentation_subjects:
         per_subject = [segmentation_dice(model, s) for s in held_out_subjects(segmentation_subjects, spacing_mm=spacing_mm)]
@@ -151,13 +152,15 @@ def full_evaluation(model: VoxelPromptModel, per_task: int = 2, spacing_mm: floa
 def evaluation_markdown(evaluation: dict) -> str:
     """The scores of `full_evaluation` as markdown tables (for the model card)."""
     families = evaluation["families"]
-    columns = list(next(iter(families.values())))
-    lines = ["| family | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
-    for family, row in sorted(families.items()):
-        lines.append(f"| {family} | " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
+    lines = []
+    if families:
+        columns = list(next(iter(families.values())))
+        lines += ["| family | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        for family, row in sorted(families.items()):
+            lines.append(f"| {family} | " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
     sets = evaluation.get("segmentation", {})
     if sets:
-        lines += ["", "Dice of the large structures (\"Segment the X\"):", "",
+        lines += [*([""] if lines else []), "Dice of the large structures (\"Segment the X\"):", "",
                   "| structure | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1)]
         for target in LARGE_STRUCTURES:
             lines.append(f"| {target} | " + " | ".join(f"{scores[target]:.3f}" for scores in sets.values()) + " |")

@@ -12,10 +12,18 @@ Names:
   <entities>_space-<suffix>_desc-cranialcavity_mask.nii.gz   cranial cavity on that grid
   <entities>_space-subject_desc-preproc_<suffix>.nii.gz      co-registered to the subject reference
   <entities>_from-<suffix>_to-subject_mode-image_xfm.txt     ITK rigid transform (and .json record)
+  <entities>_space-<suffix>_label-<Output>_desc-<Prompt>_mask.nii.gz   a prompt's mask on that image's grid
+  <entities>_space-<suffix>_label-<Output>_desc-<Prompt>_<suffix>.nii.gz  a prompt's image output (masked, cropped)
+  metrics.parquet, responses.parquet, masks.parquet          the study tables (output folder root)
+  qc/report.html                                             the visual QC report
+Workflow state that is not a derivative lives under `work/` (listed in the folder's .bidsignore):
+  work/checks/sub-<subject>.json                            the check of the subject's raw images
+  work/parts/sub-<subject>/{metrics,responses,masks}.parquet  each subject's rows of the tables
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -69,12 +77,46 @@ class DerivativePaths:
     def registration_record(self, image: Mapping[str, str] | None = None) -> str:
         return self.transform(image)[: -len(".txt")] + ".json"
 
+    # --- the agent ------------------------------------------------------------------------------
+    def subject_check(self, subject: str = "{subject}") -> str:
+        return f"{self.output_dir}/work/checks/sub-{subject}.json"
+
+    def part(self, table: str, subject: str = "{subject}") -> str:
+        return f"{self.output_dir}/work/parts/sub-{subject}/{table}.parquet"
+
+    def prompt_output(self, image: Mapping[str, str], prompt_id: str, output: str, is_mask: bool) -> str:
+        suffix = "mask" if is_mask else "{suffix}"
+        return self.bids(image, suffix, ".nii.gz", space=_image_ids(image)["suffix"], label=entity_value(output),
+                         desc=entity_value(prompt_id))
+
+    # --- the study ------------------------------------------------------------------------------
+    def table(self, name: str) -> str:
+        return f"{self.output_dir}/{name}.parquet"
+
+    def qc_report(self) -> str:
+        return f"{self.output_dir}/qc/report.html"
+
+    def dataset_description(self) -> str:
+        return f"{self.output_dir}/dataset_description.json"
+
+    def bidsignore(self) -> str:
+        return f"{self.output_dir}/.bidsignore"
+
     # --- logs and benchmarks (outside the BIDS tree) ------------------------------------------
     def log(self, stage: str, image: Mapping[str, str] | None = None) -> str:
         return f"{self.log_dir}/{stage}/{_image_file_stem(image)}.log"
 
     def benchmark(self, stage: str, image: Mapping[str, str] | None = None) -> str:
         return f"{self.log_dir}/benchmarks/{stage}/{_image_file_stem(image)}.tsv"
+
+    def subject_log(self, stage: str, subject: str = "{subject}") -> str:
+        return f"{self.log_dir}/{stage}/sub-{subject}.log"
+
+    def subject_benchmark(self, stage: str, subject: str = "{subject}") -> str:
+        return f"{self.log_dir}/benchmarks/{stage}/sub-{subject}.tsv"
+
+    def study_log(self, stage: str) -> str:
+        return f"{self.log_dir}/{stage}.log"
 
 
 def _image_file_stem(image: Mapping[str, str] | None) -> str:
@@ -87,3 +129,9 @@ def _image_ids(image: Mapping[str, str] | None) -> dict[str, str]:
     if image is None:
         return {key: "{" + key + "}" for key in _IMAGE_KEYS}
     return {key: str(image[key]) for key in _IMAGE_KEYS}
+
+
+def entity_value(text: str) -> str:
+    """A BIDS entity value from free text: its letters and digits in CamelCase ("left hippocampus"
+    -> "LeftHippocampus", "hippo-volume" -> "HippoVolume")."""
+    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", text) if w) or "Output"

@@ -33,7 +33,7 @@ from voxelprompt.volume import Volume
 if TYPE_CHECKING:  # the agent imports torch: seconds that writing and gathering tables do not need
     from voxelprompt.agent import Result
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: masks gained `image`
 METADATA_KEY = b"voxelprompt"  # Parquet schema metadata: JSON with the schema version and provenance
 DESCRIPTION_KEY = b"description"  # field and schema metadata: one line for the README and for readers
 OK, ERROR = "ok", "error"
@@ -76,6 +76,7 @@ MASKS = _schema(
     *_KEYS,
     ("output", pa.string(), "the name the program gave the output with `output(mask, name)`"),
     ("path", pa.string(), "where the mask file was written"),
+    ("image", pa.string(), "the input image whose grid the mask lies on, its path as given in the study"),
     ("voxels", pa.int64(), "number of voxels in the mask"),
     ("volume_mm3", pa.float64(), "volume of the mask in mm³ (voxels times the voxel volume)"),
 )
@@ -88,14 +89,16 @@ class MaskFile:
 
     output: str
     path: str
+    image: str  # the input image whose grid the mask was written on, so a reader can overlay the two
     voxels: int
     volume_mm3: float
 
     @classmethod
-    def of(cls, output: str, path: str | Path, mask: Volume) -> MaskFile:
-        """The row for `mask` as written to `path`, measured on the grid it was written on."""
+    def of(cls, output: str, path: str | Path, image: str | Path, mask: Volume) -> MaskFile:
+        """The row for `mask` as written to `path` on the grid of the input `image`, measured on
+        the grid it was written on."""
         voxels = int(np.count_nonzero(mask.array))
-        return cls(output, str(path), voxels, voxels * mask.voxel_volume_mm3)
+        return cls(output, str(path), str(image), voxels, voxels * mask.voxel_volume_mm3)
 
 
 @dataclass
@@ -108,6 +111,7 @@ class PromptRun:
     result: Result | None = None
     error: str = ""
     masks: list[MaskFile] = field(default_factory=list)
+    session: str = ""  # the one session of the images the prompt used; "" for several (or the subject's default)
 
     def __post_init__(self) -> None:
         if (self.result is None) != bool(self.error):
@@ -135,7 +139,7 @@ def subject_tables(subject: str, session: str, runs: Sequence[PromptRun], model_
     """
     metrics, responses, masks = _rows(METRICS), _rows(RESPONSES), _rows(MASKS)
     for run in runs:
-        keys = {"subject": subject, "session": session, "prompt_id": run.prompt_id}
+        keys = {"subject": subject, "session": run.session or session, "prompt_id": run.prompt_id}
         result = run.result
         _append(responses, keys, prompt=run.prompt, response="\n".join(result.responses) if result else "",
                 program=result.program if result else "", steps=len(result.steps) if result else 0,
@@ -148,7 +152,7 @@ def subject_tables(subject: str, session: str, runs: Sequence[PromptRun], model_
             _append(metrics, keys, prompt=run.prompt, metric=metric.name, value=float(metric.value), unit=metric.unit,
                     step=metric.step + 1, code=code)
         for mask in run.masks:
-            _append(masks, keys, output=mask.output, path=mask.path, voxels=int(mask.voxels),
+            _append(masks, keys, output=mask.output, path=mask.path, image=mask.image, voxels=int(mask.voxels),
                     volume_mm3=float(mask.volume_mm3))
     return {"metrics": pa.table(metrics, schema=METRICS), "responses": pa.table(responses, schema=RESPONSES),
             "masks": pa.table(masks, schema=MASKS)}
@@ -196,17 +200,18 @@ def gather(parts: Sequence[str | Path], out_dir: str | Path, provenance: Mapping
     return {name: _write(table, out_dir / f"{name}.parquet") for name, table in tables.items()}
 
 
-def provenance(model_dir: str | Path | None, config_path: str | Path | None) -> dict[str, Any]:
-    """What produced the tables: package version, sha256 of the model weights and of the workflow
-    config (hex; None when not given), and the time in UTC (ISO 8601)."""
+def provenance(model_dir: str | Path | None, configuration: str | None) -> dict[str, Any]:
+    """What produced the tables: package version, sha256 of the model weights and of the workflow's
+    configuration (its text, e.g. the merged config as JSON; hex, None when not given), and the time
+    in UTC (ISO 8601)."""
     model_hash = None
     if model_dir is not None:
         weights = Path(model_dir) / "model.safetensors"
         if not weights.is_file():
             raise InputError(model_dir, "has no model.safetensors")
-        model_hash = _sha256(weights)
+        model_hash = file_sha256(weights)
     return {"package_version": voxelprompt.__version__, "model_sha256": model_hash,
-            "config_sha256": None if config_path is None else _sha256(Path(config_path)),
+            "config_sha256": None if configuration is None else hashlib.sha256(configuration.encode()).hexdigest(),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -255,7 +260,7 @@ def _write(table: pa.Table, path: Path) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):

@@ -1,0 +1,21 @@
+# A subject's raw images are read once before anything else is planned for it: the check's status
+# file exists whether they are usable or not, so a bad image becomes error rows in the study tables
+# instead of a failed job that would keep the tables from being written.
+
+
+checkpoint check_subject:
+    input:
+        subject_raw_images,
+    output:
+        status=paths.subject_check(),
+    params:
+        cli=VOXELPROMPT,
+        images=lambda wildcards: COHORT.subject_images(wildcards.subject)["path"].tolist(),
+    log:
+        paths.subject_log("check_subject"),
+    threads: job_resources("check_subject")["threads"]
+    resources:
+        mem_mb=job_resources("check_subject")["mem_mb"],
+        runtime=job_resources("check_subject")["runtime"],
+    shell:
+        "{params.cli} check-images --out-status {output.status:q} {params.images:q} > {log:q} 2>&1"

@@ -1,0 +1,31 @@
+"""The check a subject's images pass before the workflow plans their processing (Snakemake
+checkpoint `check_subject`): every file reads as a 3D image with a valid affine and usable voxels.
+
+The check's status file exists whether the images are usable or not, so a subject with a bad image
+still has a job that records why in the study tables, while the rest of the study goes on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from voxelprompt.errors import InputError
+from voxelprompt.io import load_volume, read_json, write_json
+
+
+def check_images(images: list[str | Path], status: str | Path) -> list[str]:
+    """Load every image fully; write {"ok": ..., "errors": [...]} to `status`; returns the errors
+    (each names its file)."""
+    errors = []
+    for image in images:
+        try:
+            load_volume(image)
+        except InputError as error:
+            errors.append(str(error))
+    write_json(status, {"ok": not errors, "errors": errors, "images": [str(i) for i in images]})
+    return errors
+
+
+def failure_of(status: str | Path) -> str:
+    """Why the subject's images failed their check ("" if they passed)."""
+    return "; ".join(read_json(status)["errors"])
