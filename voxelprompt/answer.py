@@ -49,15 +49,18 @@ def answer_subject(subject: str, cohort: Cohort, prompts: list[StudyPrompt], mod
     rows = cohort.subject_images(subject)
     applicable = [p for p in prompts if p.applies_to(subject)]
     model_id = model_identifier(model_dir)
+
+    def failed(message: str) -> Path:  # every prompt of the subject gets this error row
+        texts = {p.prompt_id: p.prompt for p in applicable}
+        return report.write_part(report.failed_subject_tables(subject, "", texts, message, model_id), part)
+
     message = failure_of(paths.subject_check(subject))
     if message:
-        return report.write_part(report.failed_subject_tables(subject, "", {p.prompt_id: p.prompt for p in applicable},
-                                                              message, model_id), part)
+        return failed(message)
     try:
         images = {row["image_id"]: _load(row, paths) for row in rows.to_dict("records")} if applicable else {}
     except InputError as error:
-        return report.write_part(report.failed_subject_tables(subject, "", {p.prompt_id: p.prompt for p in applicable},
-                                                              str(error), model_id), part)
+        return failed(str(error))
     agent = Agent(VoxelPromptModel.from_pretrained(model_dir, device)) if applicable else None
     cache: dict = {}
     runs = [_run(agent, prompt, rows, images, paths, cache) for prompt in applicable]
