@@ -293,14 +293,14 @@ def _answer(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     cohort_ = study.load(args.input_kind, args.input_path)
     paths = DerivativePaths(args.output_dir)
-    part = Path(paths.part("responses", args.subject)).parent
-    print(answer_subject(args.subject, cohort_, load_prompts(args.prompts), args.model, paths, part,
+    print(answer_subject(args.subject, cohort_, load_prompts(args.prompts), args.model, paths,
+                         Path(paths.part_folder(args.subject)),
                          str(device_for(args.device))))
 
 
 def _gather(args: argparse.Namespace) -> None:
     paths = DerivativePaths(args.output_dir)
-    parts = [Path(paths.part("responses", subject)).parent for subject in args.subjects]
+    parts = [Path(paths.part_folder(subject)) for subject in args.subjects]
     written = report.gather(parts, args.output_dir, report.provenance(args.model, args.config_json))
     print("\n".join(str(p) for p in written.values()))
 

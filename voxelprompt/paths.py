@@ -81,8 +81,11 @@ class DerivativePaths:
     def subject_check(self, subject: str = "{subject}") -> str:
         return f"{self.output_dir}/work/checks/sub-{subject}.json"
 
+    def part_folder(self, subject: str = "{subject}") -> str:
+        return f"{self.output_dir}/work/parts/sub-{subject}"
+
     def part(self, table: str, subject: str = "{subject}") -> str:
-        return f"{self.output_dir}/work/parts/sub-{subject}/{table}.parquet"
+        return f"{self.part_folder(subject)}/{table}.parquet"
 
     def prompt_output(self, image: Mapping[str, str], prompt_id: str, output: str, is_mask: bool) -> str:
         suffix = "mask" if is_mask else "{suffix}"
