@@ -1,10 +1,14 @@
 # VoxelPrompt study workflow. Default config runs the embedded demo: `snakemake --cores 2`.
+# Separate targets: `snakemake train` (train and export a model), `snakemake evaluate` (score one).
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -17,6 +21,8 @@ include: "rules/coregister.smk"
 include: "rules/check.smk"
 include: "rules/agent.smk"
 include: "rules/report.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 localrules:

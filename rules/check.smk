@@ -10,7 +10,7 @@ checkpoint check_subject:
         status=paths.subject_check(),
     params:
         cli=VOXELPROMPT,
-        images=lambda wildcards: COHORT.subject_images(wildcards.subject)["path"].tolist(),
+        images=lambda wildcards: [row["path"] for row in COHORT.subject_rows(wildcards.subject)],
     log:
         paths.subject_log("check_subject"),
     threads: job_resources("check_subject")["threads"]

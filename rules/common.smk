@@ -6,7 +6,7 @@ from pathlib import Path
 
 from voxelprompt import study
 from voxelprompt.image_check import failure_of
-from voxelprompt.model.joint import SHIPPED_MODEL
+from voxelprompt.model import SHIPPED_MODEL
 from voxelprompt.paths import WILDCARD_CONSTRAINTS, DerivativePaths
 
 
@@ -24,6 +24,7 @@ for problem in COHORT.rejected:
 
 
 MODEL = config["model"] or str(SHIPPED_MODEL)
+EVALUATED_MODEL = config["evaluation"]["model"] or MODEL
 SUBJECTS = COHORT.subjects()
 
 
@@ -52,14 +53,14 @@ def raw_image(wildcards):
 
 def subject_raw_images(wildcards):
     """The subject's raw images as job inputs (missing files left to the check to report)."""
-    rows = COHORT.subject_images(wildcards.subject).to_dict("records")
+    rows = COHORT.subject_rows(wildcards.subject)
     return [row["path"] for row in rows if config["input"]["kind"] == "demo" or Path(row["path"]).exists()]
 
 
 def answer_inputs(wildcards):
     """The subject's check, and its co-registered images once the check has passed (a subject with
     a bad image is answered with error rows, without processing any of its images)."""
-    rows = COHORT.subject_images(wildcards.subject).to_dict("records")
+    rows = COHORT.subject_rows(wildcards.subject)
     check = checkpoints.check_subject.get(subject=wildcards.subject).output.status
     inputs = {"check": check, "prompts": config["prompts"], "weights": f"{MODEL}/model.safetensors"}
     if not failure_of(check):
@@ -67,9 +68,32 @@ def answer_inputs(wildcards):
             "images": [paths.coregistered_image(row) for row in rows],
             "transforms": [paths.transform(row) for row in rows],
             "records": [paths.preprocess_record(row) for row in rows],
+            # Not read by the job: asked for so that every derivative of the subject is complete
+            # before its answers are (Snakemake only makes the outputs something asks for).
+            "sidecars": [paths.coregistered_sidecar(row) for row in rows]
+            + [paths.cranial_cavity_sidecar(row) for row in rows],
         }
     return inputs
 
 
 def job_resources(rule_name):
     return config["resources"][rule_name]
+
+
+YAML_WORDS = {"true": True, "false": False, "null": None, "~": None}
+
+
+def cli_options(settings):
+    """`--name value` options of the package's CLI from a config mapping: `True` gives `--name`,
+    `False` gives `--no-name`, `None` leaves the option out."""
+    options = []
+    for name, value in settings.items():
+        option = name.replace("_", "-")
+        # `--config` on the command line gives nested values as text: read the YAML words as YAML would.
+        if isinstance(value, str) and value.lower() in YAML_WORDS:
+            value = YAML_WORDS[value.lower()]
+        if value is True or value is False:
+            options.append(f"--{option}" if value else f"--no-{option}")
+        elif value is not None:
+            options += [f"--{option}", str(value)]
+    return shlex.join(options)

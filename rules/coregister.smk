@@ -11,6 +11,7 @@ rule coregister:
         moving_record=paths.preprocess_record(),
     output:
         image=paths.coregistered_image(),
+        sidecar=paths.coregistered_sidecar(),
         transform=paths.transform(),
         record=paths.registration_record(),
     params:
@@ -26,5 +27,6 @@ rule coregister:
     shell:
         "{params.cli} coregister --reference {input.reference:q} --reference-mask {input.reference_mask:q}"
         " --reference-record {input.reference_record:q} --moving {input.moving:q}"
-        " --moving-mask {input.moving_mask:q} --moving-record {input.moving_record:q} --out-image {output.image:q} --out-transform {output.transform:q}"
+        " --moving-mask {input.moving_mask:q} --moving-record {input.moving_record:q} --out-image {output.image:q}"
+        " --out-image-sidecar {output.sidecar:q} --out-transform {output.transform:q}"
         " --out-record {output.record:q} --threads {threads} > {log:q} 2>&1"

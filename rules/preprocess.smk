@@ -7,6 +7,7 @@ rule preprocess:
     output:
         image=paths.preprocessed_image(),
         mask=paths.cranial_cavity_mask(),
+        mask_sidecar=paths.cranial_cavity_sidecar(),
         record=paths.preprocess_record(),
     params:
         cli=VOXELPROMPT,
@@ -22,5 +23,6 @@ rule preprocess:
         runtime=job_resources("preprocess")["runtime"],
     shell:
         "{params.cli} preprocess --image {params.image:q} --modality {params.modality}"
-        " --out-image {output.image:q} --out-mask {output.mask:q} --out-record {output.record:q}"
+        " --out-image {output.image:q} --out-mask {output.mask:q} --out-mask-sidecar {output.mask_sidecar:q}"
+        " --out-record {output.record:q}"
         " > {log:q} 2>&1"

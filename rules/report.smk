@@ -32,9 +32,16 @@ rule qc_report:
     input:
         **rules.gather.output,
     output:
-        paths.qc_report(),
+        # The page and its pictures, as one folder: `snakemake --report` embeds it whole.
+        report(
+            directory(paths.qc_folder()),
+            htmlindex=Path(paths.qc_report()).name,
+            caption="../workflow/report/qc.rst",
+            category="Quality control",
+        ),
     params:
         cli=VOXELPROMPT,
+        page=paths.qc_report(),
         tables=lambda wildcards, input: Path(input.metrics).parent,
     log:
         paths.study_log("qc_report"),
@@ -43,7 +50,7 @@ rule qc_report:
         mem_mb=job_resources("qc_report")["mem_mb"],
         runtime=job_resources("qc_report")["runtime"],
     shell:
-        "{params.cli} qc-report --tables {params.tables:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cli} qc-report --tables {params.tables:q} --out {params.page:q} > {log:q} 2>&1"
 
 
 rule describe_derivatives:

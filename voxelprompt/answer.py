@@ -22,11 +22,12 @@ import SimpleITK as sitk
 from voxelprompt import report
 from voxelprompt.agent import Agent
 from voxelprompt.cohort import Cohort
+from voxelprompt.derivatives import mask_metadata, raw_uri
 from voxelprompt.errors import InputError
 from voxelprompt.image_check import failure_of
 from voxelprompt.io import load_volume, read_json, save_volume, write_json
 from voxelprompt.model.joint import VoxelPromptModel
-from voxelprompt.paths import DerivativePaths
+from voxelprompt.paths import DerivativePaths, sidecar
 from voxelprompt.prepare import scanner_units
 from voxelprompt.preprocess import PreprocessRecord
 from voxelprompt.prompts import StudyPrompt
@@ -110,12 +111,9 @@ def _write_output(output: Volume, name: str, prompt: StudyPrompt, image: Subject
     on_image = to_image_grid(output, image.transform, image.grid, nearest=is_mask)
     path = Path(paths.prompt_output(image.row, prompt.prompt_id, name, is_mask))
     save_volume(on_image, path, dtype=np.uint8 if is_mask else np.float32)
-    write_json(path.with_name(path.name.replace(".nii.gz", ".json")), {
-        "Description": f"{name}: output of the prompt {prompt.prompt!r} (prompt_id {prompt.prompt_id})",
-        **({"Type": "ROI"} if is_mask else {}),
-        "SpatialReference": image.row["path"],
-        "Sources": [image.row["path"]],
-    })
+    raw = raw_uri(image.row["path"])
+    write_json(sidecar(path), mask_metadata(
+        f"{name}: output of the prompt {prompt.prompt!r} (prompt_id {prompt.prompt_id})", raw, [raw], is_mask))
     return report.MaskFile.of(name, path, image.row["path"], on_image)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from voxelprompt.prepare import prepare
 from voxelprompt import derivatives, report, study
 from voxelprompt.answer import answer_subject
 from voxelprompt.image_check import check_images
-from voxelprompt.model.joint import SHIPPED_MODEL
+from voxelprompt.model import SHIPPED_MODEL
 from voxelprompt.paths import DerivativePaths
 from voxelprompt.prompts import load_prompts
 from voxelprompt.qc import write_qc_report
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     scoring.add_argument("--real-scan", action=argparse.BooleanOptionalAction, default=None,
                          help="also score the large structures on fsaverage's T1w (default: when its package is installed)")
     scoring.add_argument("--out", type=Path, help="write the scores as JSON")
+    scoring.add_argument("--out-markdown", type=Path, help="write the scores' tables as markdown")
     scoring.set_defaults(run=_evaluate_model)
 
     export = commands.add_parser("export-model", help="write a checkpoint in half precision with its scores in the model card")
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     training = commands.add_parser("train", help="train the model (several processes: torchrun ... -m voxelprompt train)")
     training.add_argument("--out", type=Path, required=True, help="run folder: latest/ (resumable), best/, log.csv")
+    training.add_argument("--export", type=Path, help="then write the best checkpoint here, in half precision")
     for name, default in vars(TrainSettings(out="")).items():
         if name != "out":
             kind = type(default)
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--modality", choices=MODALITIES, required=True)
     prep.add_argument("--out-image", type=Path, required=True)
     prep.add_argument("--out-mask", type=Path, required=True, help="cranial-cavity mask on the output grid")
-    prep.add_argument("--out-record", type=Path, required=True)
+    prep.add_argument("--out-mask-sidecar", type=Path, help="the mask's BIDS sidecar (JSON)")
+    prep.add_argument("--out-record", type=Path, required=True, help="the image's record and BIDS sidecar (JSON)")
     prep.set_defaults(run=_preprocess)
 
     coreg = commands.add_parser("coregister", help="rigidly register a preprocessed image to the subject reference")
@@ -159,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     coreg.add_argument("--moving-mask", type=Path, required=True, help="its cranial-cavity mask")
     coreg.add_argument("--moving-record", type=Path, required=True, help="its preprocessing record (JSON)")
     coreg.add_argument("--out-image", type=Path, required=True)
+    coreg.add_argument("--out-image-sidecar", type=Path, help="the image's BIDS sidecar (JSON)")
     coreg.add_argument("--out-transform", type=Path, required=True)
     coreg.add_argument("--out-record", type=Path, required=True)
     coreg.add_argument("--threads", type=int, default=1)
@@ -324,14 +329,21 @@ def _evaluate_model(args: argparse.Namespace) -> None:
     print(evaluation_markdown(evaluation), end="")
     if args.out:
         write_json(args.out, evaluation)
+    if args.out_markdown:
+        write_text(args.out_markdown, evaluation_markdown(evaluation))
 
 
 def _export_model(args: argparse.Namespace) -> None:
-    model = VoxelPromptModel.from_pretrained(args.model)
-    card = (Path(args.model) / "MODEL_CARD.md").read_text() if (Path(args.model) / "MODEL_CARD.md").is_file() else ""
-    if args.scores:
-        card += "\n## Evaluation (voxelprompt evaluate-model, held-out subjects)\n\n" + evaluation_markdown(read_json(args.scores))
-    print(model.save_pretrained(args.out, card=card, dtype=torch.float16))
+    print(_export(args.model, args.out, args.scores))
+
+
+def _export(model_dir: Path, out: Path, scores: Path | None = None) -> Path:
+    """The checkpoint in half precision, its card extended by the scores of evaluate-model."""
+    model = VoxelPromptModel.from_pretrained(model_dir)
+    card = (Path(model_dir) / "MODEL_CARD.md").read_text() if (Path(model_dir) / "MODEL_CARD.md").is_file() else ""
+    if scores:
+        card += "\n## Evaluation (voxelprompt evaluate-model, held-out subjects)\n\n" + evaluation_markdown(read_json(scores))
+    return model.save_pretrained(out, card=card, dtype=torch.float16)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -339,7 +351,11 @@ def _train(args: argparse.Namespace) -> None:
                                 if k in TrainSettings.__dataclass_fields__})
     if settings.preset not in PRESETS:
         raise InputError("--preset", f"unknown preset {settings.preset!r}; presets: {', '.join(PRESETS)}")
-    print(train(settings))
+    best = train(settings)
+    print(best)
+    # Under torchrun every process returns here; one of them exports.
+    if args.export and int(os.environ.get("RANK", "0")) == 0:
+        print(_export(best, args.export))
 
 
 def _tasks_list(args: argparse.Namespace) -> None:
@@ -369,11 +385,16 @@ def _label_reference(args: argparse.Namespace) -> None:
 
 def _preprocess(args: argparse.Namespace) -> None:
     started = time.perf_counter()
+    mask_metadata = args.out_mask_sidecar and derivatives.mask_metadata(
+        "Cranial cavity (intracranial volume), from the fit of an MNI152 template",
+        derivatives.derivative_uri(args.out_image), [derivatives.raw_uri(args.image)])
     result = preprocess(load_volume(args.image), args.modality, source=str(args.image))
     save_volume(result.image, args.out_image, dtype=np.float32)
     save_volume(result.cranial_cavity, args.out_mask, dtype=np.uint8)
+    if mask_metadata:
+        write_json(args.out_mask_sidecar, mask_metadata)
     record = result.record.to_dict() | {"seconds": round(time.perf_counter() - started, 3)}
-    write_json(args.out_record, record)
+    write_json(args.out_record, derivatives.preprocessed_metadata(args.image) | record)
     print(f"{args.image}: {result.record.original_axcodes} {result.record.original_grid['shape']} -> "
           f"RAS {result.image.shape}, cavity {result.record.cranial_cavity_volume_mm3 / 1000:.0f} mL "
           f"({result.record.cranial_cavity_method})")
@@ -386,6 +407,9 @@ def _coregister(args: argparse.Namespace) -> None:
     result = coregister(reference, moving, threads=args.threads)
     write_transform(result.transform, args.out_transform)
     save_volume(result.image, args.out_image, dtype=np.float32)
+    if args.out_image_sidecar:
+        write_json(args.out_image_sidecar,
+                   derivatives.coregistered_metadata(args.reference, args.moving, args.out_transform))
     write_json(args.out_record, result.record | {"transform": str(args.out_transform)})
     print(f"{args.moving} -> {args.reference}: {result.record['rotation_deg']:.1f} deg, "
           f"{result.record['translation_mm']:.1f} mm, metric {result.record['metric_value']}")

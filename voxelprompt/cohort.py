@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +42,8 @@ _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 @dataclass
 class Cohort:
+    """The study's images, one row each. Treat it as read-only: row lookups are built once."""
+
     images: pd.DataFrame
     rejected: list[InputError] = field(default_factory=list)
 
@@ -50,23 +53,43 @@ class Cohort:
     def subject_images(self, subject: str) -> pd.DataFrame:
         return self.images[self.images["subject"] == subject]
 
-    def image(self, image_id: str) -> pd.Series:
-        match = self.images[self.images["image_id"] == image_id]
-        if match.empty:
-            raise KeyError(f"no image {image_id!r} in the cohort")
-        return match.iloc[0]
+    # Snakemake looks rows up once per job input while it plans, thousands of times in a large study,
+    # and a pandas filter costs milliseconds: rows are indexed by image and by subject once.
+    @cached_property
+    def _rows_by_image(self) -> dict[str, dict]:
+        return {row["image_id"]: row for row in self.images.to_dict("records")}
 
-    def reference_image(self, subject: str, modality: str = "T1w", session: str = "") -> pd.Series:
+    @cached_property
+    def _rows_by_subject(self) -> dict[str, list[dict]]:
+        rows: dict[str, list[dict]] = {}
+        for row in self._rows_by_image.values():
+            rows.setdefault(row["subject"], []).append(row)
+        return rows
+
+    def subject_rows(self, subject: str) -> list[dict]:
+        """The subject's images as rows (dicts), in the table's order."""
+        return list(self._rows_by_subject.get(subject, []))
+
+    def image(self, image_id: str) -> dict:
+        try:
+            return self._rows_by_image[image_id]
+        except KeyError:
+            raise KeyError(f"no image {image_id!r} in the cohort") from None
+
+    def reference_image(self, subject: str, modality: str = "T1w", session: str = "") -> dict:
         """The co-registration target: the first `modality` image of `session` (default: first session).
 
         Images are ordered by acquisition date, then session and run. A subject without that
         modality uses its first image, so that every subject can still be co-registered.
         """
-        rows = self.subject_images(subject).sort_values(["acquisition_date", "session", "run", "image_id"])
-        if session:
-            rows = rows[rows["session"] == session] if (rows["session"] == session).any() else rows
-        preferred = rows[rows["modality"] == modality]
-        return (preferred if not preferred.empty else rows).iloc[0]
+        rows = sorted(self.subject_rows(subject),
+                      key=lambda row: (row["acquisition_date"], row["session"], row["run"], row["image_id"]))
+        if not rows:
+            raise KeyError(f"no subject {subject!r} in the cohort")
+        if session and any(row["session"] == session for row in rows):
+            rows = [row for row in rows if row["session"] == session]
+        preferred = [row for row in rows if row["modality"] == modality]
+        return (preferred or rows)[0]
 
 
 def validate_label(value: str, what: str, source: str | Path) -> str:

@@ -9,13 +9,14 @@ the same rules.
 Names:
   <entities>_desc-preproc_<suffix>.nii.gz           preprocessed (RAS, cropped, [0, 1]), native space
   <entities>_desc-preproc_<suffix>.json             its record: how to map back, raw intensity range
-  <entities>_space-<suffix>_desc-cranialcavity_mask.nii.gz   cranial cavity on that grid
-  <entities>_space-subject_desc-preproc_<suffix>.nii.gz      co-registered to the subject reference
+  <entities>_space-<suffix>_desc-cranialcavity_mask.nii.gz   cranial cavity on that grid (and .json sidecar)
+  <entities>_space-subject_desc-preproc_<suffix>.nii.gz      co-registered to the subject reference (and .json)
   <entities>_from-<suffix>_to-subject_mode-image_xfm.txt     ITK rigid transform (and .json record)
   <entities>_space-<suffix>_label-<Output>_desc-<Prompt>_mask.nii.gz   a prompt's mask on that image's grid
   <entities>_space-<suffix>_label-<Output>_desc-<Prompt>_<suffix>.nii.gz  a prompt's image output (masked, cropped)
   metrics.parquet, responses.parquet, masks.parquet          the study tables (output folder root)
   qc/report.html                                             the visual QC report
+  evaluation/                                                the model's scores (`snakemake evaluate`)
 Workflow state that is not a derivative lives under `work/` (listed in the folder's .bidsignore):
   work/checks/sub-<subject>.json                            the check of the subject's raw images
   work/parts/sub-<subject>/{metrics,responses,masks}.parquet  each subject's rows of the tables
@@ -66,9 +67,15 @@ class DerivativePaths:
     def cranial_cavity_mask(self, image: Mapping[str, str] | None = None) -> str:
         return self.bids(image, "mask", ".nii.gz", space=_image_ids(image)["suffix"], desc="cranialcavity")
 
+    def cranial_cavity_sidecar(self, image: Mapping[str, str] | None = None) -> str:
+        return sidecar(self.cranial_cavity_mask(image))
+
     # --- co-registration ---------------------------------------------------------------------
     def coregistered_image(self, image: Mapping[str, str] | None = None) -> str:
         return self.bids(image, "{suffix}", ".nii.gz", space="subject", desc="preproc")
+
+    def coregistered_sidecar(self, image: Mapping[str, str] | None = None) -> str:
+        return sidecar(self.coregistered_image(image))
 
     def transform(self, image: Mapping[str, str] | None = None) -> str:
         suffix = _image_ids(image)["suffix"]
@@ -96,8 +103,14 @@ class DerivativePaths:
     def table(self, name: str) -> str:
         return f"{self.output_dir}/{name}.parquet"
 
+    def evaluation(self, name: str) -> str:
+        return f"{self.output_dir}/evaluation/{name}"
+
+    def qc_folder(self) -> str:
+        return f"{self.output_dir}/qc"
+
     def qc_report(self) -> str:
-        return f"{self.output_dir}/qc/report.html"
+        return f"{self.qc_folder()}/report.html"
 
     def dataset_description(self) -> str:
         return f"{self.output_dir}/dataset_description.json"
@@ -132,6 +145,25 @@ def _image_ids(image: Mapping[str, str] | None) -> dict[str, str]:
     if image is None:
         return {key: "{" + key + "}" for key in _IMAGE_KEYS}
     return {key: str(image[key]) for key in _IMAGE_KEYS}
+
+
+def sidecar(image_path: str | Path) -> str:
+    """The JSON sidecar of a NIfTI file: the same name, `.json` instead of `.nii.gz` or `.nii`."""
+    text = str(image_path)
+    for extension in (".nii.gz", ".nii"):
+        if text.endswith(extension):
+            return text[: -len(extension)] + ".json"
+    raise ValueError(f"{text}: not a NIfTI file name (.nii or .nii.gz)")
+
+
+def dataset_relative(path: str | Path) -> str:
+    """A file's path inside its BIDS dataset (from its `sub-` folder on), as BIDS sidecars name
+    other files of the same dataset."""
+    parts = Path(path).parts
+    for index, part in enumerate(parts):
+        if part.startswith("sub-") and index < len(parts) - 1:
+            return "/".join(parts[index:])
+    raise ValueError(f"{path}: not inside a subject folder (sub-*) of a BIDS dataset")
 
 
 def entity_value(text: str) -> str:

@@ -25,7 +25,6 @@ from voxelprompt.model.vision import VisionNetworks
 
 CONFIG, TOKENIZER, WEIGHTS, CARD = "config.json", "tokenizer.json", "model.safetensors", "MODEL_CARD.md"
 FORMAT_VERSION = 1
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "voxelprompt-cpu"  # the demo's model
 
 
 class CheckpointError(ValueError):
