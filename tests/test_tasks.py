@@ -164,3 +164,12 @@ def test_tasks_sample_names_an_unknown_task():
     result = run_cli("tasks", "sample", "--task", "tarot-reading")
     assert result.returncode != 0
     assert "tarot-reading" in result.stderr and "volume" in result.stderr
+
+
+def test_no_anatomy_form_names_two_targets():
+    """Every way of writing an anatomical target names that target only ("left insula" once named both
+    the insula parcel and the insular lobe, which are different label sets)."""
+    named: dict[str, str] = {}
+    for target in values.domain("anatomy"):
+        for form in values.anatomy_forms(target):
+            assert named.setdefault(form.lower(), target) == target, (form, target, named[form.lower()])
