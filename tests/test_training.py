@@ -258,9 +258,15 @@ def test_train_resumes(three_steps, tmp_path):
     assert state["state"]["step"] == 5
     weights_after = load_file(str(out / "latest" / "model.safetensors"))
     assert any(not torch.equal(weights_before[n], weights_after[n]) for n in weights_before)
+    # A run killed after logging step 6 but before saving it: resuming redoes step 6, logged once.
+    with (out / "log.csv").open("a") as handle:
+        handle.write("6,99999.0,0.001,1.0,1.0,0.5,,,,\n")
+    _train(out, 6)
+    assert [int(r["step"]) for r in _rows(out)] == [1, 2, 3, 4, 5, 6]
+    assert float(_rows(out)[5]["seconds"]) != 99999.0
     # nothing left to do: the log is unchanged
     log_done = (out / "log.csv").read_text()
-    _train(out, 5)
+    _train(out, 6)
     assert (out / "log.csv").read_text() == log_done
 
 

@@ -253,6 +253,8 @@ def train(settings: Settings) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         if not log.exists():
             write_text(log, ",".join(LOG_COLUMNS) + "\n")
+        else:
+            _drop_rows_after(log, state.step)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     started = time.perf_counter() - state.seconds
     while state.step < settings.steps and state.halvings <= settings.halvings:
@@ -351,6 +353,15 @@ def _load_optimiser(optimiser, model: VoxelPromptModel, path: Path, learning_rat
         optimiser.state[parameters[name]][field_name] = value if field_name != "step" else value.cpu()
     for group in optimiser.param_groups:
         group["lr"] = learning_rate
+
+
+def _drop_rows_after(log: Path, step: int) -> None:
+    """A run killed between two checkpoints logged steps that resuming redoes: keep the log to the
+    checkpoint's step, so that every step has one row."""
+    lines = log.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    if len(kept) < len(lines):
+        write_text(log, "".join(kept))
 
 
 def _append(log: Path, row: dict) -> None:
