@@ -404,12 +404,14 @@ def _coregister(args: argparse.Namespace) -> None:
     reference = _load_preprocessed(args.reference, args.reference_mask, args.reference_record)
     is_reference = args.moving.resolve() == args.reference.resolve()
     moving = None if is_reference else _load_preprocessed(args.moving, args.moving_mask, args.moving_record)
+    # Sidecar names are checked before the registration's minutes are spent.
+    image_metadata = args.out_image_sidecar and derivatives.coregistered_metadata(
+        args.reference, args.moving, args.out_transform)
     result = coregister(reference, moving, threads=args.threads)
     write_transform(result.transform, args.out_transform)
     save_volume(result.image, args.out_image, dtype=np.float32)
-    if args.out_image_sidecar:
-        write_json(args.out_image_sidecar,
-                   derivatives.coregistered_metadata(args.reference, args.moving, args.out_transform))
+    if image_metadata:
+        write_json(args.out_image_sidecar, image_metadata)
     write_json(args.out_record, result.record | {"transform": str(args.out_transform)})
     print(f"{args.moving} -> {args.reference}: {result.record['rotation_deg']:.1f} deg, "
           f"{result.record['translation_mm']:.1f} mm, metric {result.record['metric_value']}")

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from voxelprompt.cohort import MODALITY_NAMING
+from voxelprompt.errors import InputError
 
 WILDCARD_CONSTRAINTS = {
     "subject_path": r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
@@ -153,7 +154,7 @@ def sidecar(image_path: str | Path) -> str:
     for extension in (".nii.gz", ".nii"):
         if text.endswith(extension):
             return text[: -len(extension)] + ".json"
-    raise ValueError(f"{text}: not a NIfTI file name (.nii or .nii.gz)")
+    raise InputError(text, "not a NIfTI file name (.nii or .nii.gz)")
 
 
 def dataset_relative(path: str | Path) -> str:
@@ -163,7 +164,7 @@ def dataset_relative(path: str | Path) -> str:
     for index, part in enumerate(parts):
         if part.startswith("sub-") and index < len(parts) - 1:
             return "/".join(parts[index:])
-    raise ValueError(f"{path}: not inside a subject folder (sub-*) of a BIDS dataset")
+    raise InputError(path, "not inside a subject folder (sub-*) of a BIDS dataset")
 
 
 def entity_value(text: str) -> str:
