@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from voxelprompt.baselines import registration
-from voxelprompt.evaluate import LARGE_STRUCTURES, REAL_SCAN, held_out_subjects, real_scan
+from voxelprompt.evaluate import LARGE_STRUCTURES, held_out_subjects, real_scan
+from voxelprompt.protocol import REAL as REAL_SCAN
 from voxelprompt.synth import anatomy
 
 

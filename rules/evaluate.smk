@@ -1,13 +1,12 @@
-# `snakemake evaluate`: scores a model (by default the study's) on held-out synthetic subjects and,
-# when its package is installed, on fsaverage's real T1w; the scores go under <output_dir>/evaluation/.
+# `snakemake evaluate`: the paper's evaluation protocol (voxelprompt/protocol.py) for a model (by
+# default the study's): Parquet tables, plots and summary.md under <output_dir>/evaluation/.
 
 
 rule evaluate:
     input:
         weights=f"{EVALUATED_MODEL}/model.safetensors",
     output:
-        scores=paths.evaluation("scores.json"),
-        summary=paths.evaluation("summary.md"),
+        directory(paths.evaluation_folder()),
     params:
         cli=VOXELPROMPT,
         model=lambda wildcards, input: Path(input.weights).parent,
@@ -20,5 +19,5 @@ rule evaluate:
         runtime=job_resources("evaluate")["runtime"],
         gpu=job_resources("evaluate")["gpu"],
     shell:
-        "{params.cli} evaluate-model --model {params.model:q} {params.options}"
-        " --out {output.scores:q} --out-markdown {output.summary:q} > {log:q} 2>&1"
+        "{params.cli} evaluate-model --model {params.model:q} {params.options} --threads {threads}"
+        " --out-dir {output:q} > {log:q} 2>&1"

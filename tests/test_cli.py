@@ -69,3 +69,24 @@ def test_samples_reports_a_missing_table_without_a_traceback(tmp_path):
 
 def test_version():
     assert voxelprompt("--version").stdout.strip() == f"voxelprompt {__version__}"
+
+
+def test_evaluate_model_takes_every_setting_of_the_protocol_as_an_option():
+    from dataclasses import fields
+
+    from voxelprompt.protocol import ProtocolSettings
+
+    result = voxelprompt("evaluate-model", "--help")
+    assert result.returncode == 0
+    for setting in fields(ProtocolSettings):
+        assert "--" + setting.name.replace("_", "-") in result.stdout
+    assert "--no-real-scan" in result.stdout and "--out-dir" in result.stdout
+
+
+def test_export_model_refuses_an_evaluation_folder_without_a_summary(tmp_path):
+    from voxelprompt.model import SHIPPED_MODEL
+
+    result = voxelprompt("export-model", "--model", str(SHIPPED_MODEL), "--out", str(tmp_path / "out"),
+                         "--evaluation", str(tmp_path))
+    assert result.returncode != 0 and "summary.md" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

