@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from voxelprompt.baselines.specialised import LESION_TARGETS, holds
 from voxelprompt.evaluate import EVALUATION_SEED, real_scan
 from voxelprompt.labelled import subject_of
+from voxelprompt.model.inputs import on_working_grid
 from voxelprompt.tasks.sampling import Example, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
 
@@ -70,14 +70,12 @@ def single_lesion_examples(task_name: str, task_number: int, count: int, seed: i
 
 def real_scan_on(spacing_mm: float) -> TaskSubject:
     """fsaverage's T1w and labels on an isotropic grid of `spacing_mm` (labels nearest neighbour, the
-    image anti-aliased by linear interpolation of a smoothed copy)."""
+    image smoothed and resampled as the networks' working grid is made: `inputs.on_working_grid`)."""
     subject = real_scan()
     label_map = subject.sessions[0].synthetic.label_map
     grid = label_map.grid.with_spacing((spacing_mm,) * 3)
-    t1 = subject.scans[0].volume
-    sigma_voxels = max(spacing_mm / float(t1.spacing_mm.min()) - 1, 0) / 2
-    smoothed = t1.with_array(ndimage.gaussian_filter(t1.array.astype(np.float32), sigma_voxels))
-    return subject_of(label_map.resampled_to(grid, order=0), {"T1w": smoothed.resampled_to(grid, order=1)})
+    (t1,) = on_working_grid(subject.scans, grid)
+    return subject_of(label_map.resampled_to(grid, order=0), {"T1w": t1.volume})
 
 
 def cohort_table(subjects: list[tuple[str, TaskSubject]], set_name: str) -> pd.DataFrame:
