@@ -560,7 +560,8 @@ def _cohort_section(cohort: pd.DataFrame) -> list[str]:
     return ["## Held-out subjects (segmentation)", "",
             f"{len(subjects)} synthetic subjects on a {_setting(float(cohort['grid_spacing_mm'].iloc[0]))} mm grid, "
             f"{len(cohort)} images: " + ", ".join(f"{name} {count}" for name, count in contrasts.items())
-            + f"; {thick} acquired with thick slices; lesion classes: {', '.join(classes) or 'none'}. "
+            + f"; {thick} with slices over {THICK_RATIO:g}× their in-plane voxel side (thick for the networks); "
+            f"lesion classes: {', '.join(classes) or 'none'}. "
             "Each image is listed in `cohort.parquet`.", ""]
 
 
@@ -772,29 +773,39 @@ def _publish(staged: Mapping[str, Path], out_dir: Path) -> dict[str, Path]:
 
 # --- the README's quote of the summary -------------------------------------------------------------
 
-README_START, README_END = "<!-- evaluation summary: start -->", "<!-- evaluation summary: end -->"
+# Two quotes: the reduced setting's, which CI reproduces, and the full setting's (the command in the README).
+README_MARKERS = {
+    "reduced": ("<!-- evaluation summary: start -->", "<!-- evaluation summary: end -->"),
+    "full": ("<!-- evaluation summary, full setting: start -->", "<!-- evaluation summary, full setting: end -->"),
+}
+QUOTE_HEADING_SHIFT = 2  # summary.md's "## Settings" sits under the README's "### ... setting" heading
 
 
 def readme_quote(summary: str) -> str:
     """`summary.md` as the README's "Evaluation" section quotes it: without its title, every heading
-    one level down (the README's section is a level-two heading)."""
+    two levels down (each quote sits under a level-three heading of that section)."""
     lines = summary.splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
-    return "\n".join("#" + line if line.startswith("#") else line for line in lines).strip("\n") + "\n"
+    shift = "#" * QUOTE_HEADING_SHIFT
+    return "\n".join(shift + line if line.startswith("#") else line for line in lines).strip("\n") + "\n"
 
 
-def quoted_in_readme(readme: str) -> str:
-    """The quote between the README's markers ("" when it has none)."""
-    start, end = readme.find(README_START), readme.find(README_END)
-    if start < 0 or end < start:
-        return ""
-    return readme[start + len(README_START):end].strip("\n") + "\n"
+def _quote_span(readme: str, setting: str) -> tuple[int, int] | None:
+    start_marker, end_marker = README_MARKERS[setting]
+    start, end = readme.find(start_marker), readme.find(end_marker)
+    return (start + len(start_marker), end) if 0 <= start < end else None
 
 
-def with_quote(readme: str, summary: str) -> str:
-    """The README with its quote replaced by that of `summary`."""
-    start, end = readme.find(README_START), readme.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"the README has no {README_START} ... {README_END} block")
-    return readme[:start + len(README_START)] + "\n" + readme_quote(summary) + readme[end:]
+def quoted_in_readme(readme: str, setting: str = "reduced") -> str:
+    """The quote of a setting's summary between the README's markers ("" when it has none)."""
+    span = _quote_span(readme, setting)
+    return readme[span[0]:span[1]].strip("\n") + "\n" if span else ""
+
+
+def with_quote(readme: str, summary: str, setting: str = "reduced") -> str:
+    """The README with its quote of `setting` replaced by that of `summary`."""
+    span = _quote_span(readme, setting)
+    if span is None:
+        raise ValueError("the README has no {} ... {} block".format(*README_MARKERS[setting]))
+    return readme[:span[0]] + "\n" + readme_quote(summary) + readme[span[1]:]
