@@ -17,8 +17,8 @@ from voxelprompt.model.config import PRESETS
 from voxelprompt.paraphrases import load_paraphrases
 from voxelprompt.tasks.truth import target_mask
 
-# About two minutes, most of it training the baselines and registering the atlas to four subjects:
-# slow, so CI runs it with the other slow tests (.ci/run), next to `snakemake evaluate` itself.
+# About four minutes in a fresh process, most of it training the baselines and registering the atlas to
+# four subjects: slow, so CI runs it with the other slow tests (.ci/run), next to `snakemake evaluate` itself.
 pytestmark = pytest.mark.slow
 
 SETTINGS = protocol.ProtocolSettings(per_task=0, paraphrases_per_family=1, segmentation_subjects=1,
