@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,14 @@ MEAN_FLAIR = ("swane_supplement", "resources/doMAP_template/mean_flair.nii.gz") 
 
 
 @pytest.fixture(scope="session")
-def anatomy_cache(tmp_path_factory: pytest.TempPathFactory):
-    """A private anatomy cache for the test session: the oasis-dk map is built once (about half a
-    minute) by the first test that loads it, whatever the user's own cache holds."""
-    previous = os.environ.get("VOXELPROMPT_CACHE")
-    os.environ["VOXELPROMPT_CACHE"] = str(tmp_path_factory.mktemp("anatomy-cache"))
-    yield Path(os.environ["VOXELPROMPT_CACHE"])
-    if previous is None:
-        del os.environ["VOXELPROMPT_CACHE"]
-    else:
-        os.environ["VOXELPROMPT_CACHE"] = previous
+def anatomy_cache() -> Path:
+    """The anatomy cache (`anatomy.cache_dir`: $VOXELPROMPT_CACHE, else the user's cache). The label
+    maps and the atlas image are built there once per build version (about a minute and a half) and
+    reused by every later test and run, the workflow's own included; a new `BUILD_VERSION` rebuilds
+    them (test_synth checks the rebuild on a tiny map)."""
+    from voxelprompt.synth import anatomy
+
+    return anatomy.cache_dir()
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +91,13 @@ def tokenizer():
     from voxelprompt.train import Settings, build_tokenizer
 
     return build_tokenizer(Settings(out="", tokenizer_episodes=80, vocab_size=512))
+
+
+SLOW_TEST_TIMEOUT_S = 3600  # a slow test may build a whole study or evaluation first
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests get a limit of their own, above the default one of pyproject.toml."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))

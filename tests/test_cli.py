@@ -90,3 +90,83 @@ def test_export_model_refuses_an_evaluation_folder_without_a_summary(tmp_path):
                          "--evaluation", str(tmp_path))
     assert result.returncode != 0 and "summary.md" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+HEAVY_MODULES = ("torch", "transformers", "matplotlib")
+_IMPORTED_BY = """import json, sys
+from voxelprompt.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "heavy": sorted(m for m in %r if m in sys.modules)}))
+""" % (HEAVY_MODULES,)
+
+
+def _heavy_modules_after(*args: str) -> list[str]:
+    """The heavy libraries a command imported, with the command's exit status 0 required."""
+    import json
+
+    result = subprocess.run([sys.executable, "-c", _IMPORTED_BY, *args], capture_output=True, text=True, timeout=300)
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["code"] in (0, None), result.stderr[-2000:]
+    return report["heavy"]
+
+
+def test_image_jobs_and_help_never_import_the_model_or_plotting(tmp_path):
+    """Preprocess, co-register and check jobs run once per image of a study: they must not pay for
+    torch, transformers or matplotlib."""
+    from conftest import MNI_T1_2MM
+
+    from voxelprompt.packaged_data import package_file
+
+    image = package_file(*MNI_T1_2MM)
+    assert _heavy_modules_after("--help") == []
+    assert _heavy_modules_after("check-images", "--out-status", str(tmp_path / "status.json"), str(image)) == []
+    out = {name: str(tmp_path / name) for name in ("image.nii.gz", "mask.nii.gz", "record.json")}
+    assert _heavy_modules_after("preprocess", "--image", str(image), "--modality", "T1w", "--out-image",
+                                out["image.nii.gz"], "--out-mask", out["mask.nii.gz"], "--out-record",
+                                out["record.json"]) == []
+    image_mask_record = (out["image.nii.gz"], out["mask.nii.gz"], out["record.json"])
+    assert _heavy_modules_after(
+        "coregister", *_options("--reference", image_mask_record), *_options("--moving", image_mask_record),
+        "--out-image", str(tmp_path / "coregistered.nii.gz"), "--out-transform", str(tmp_path / "xfm.txt"),
+        "--out-record", str(tmp_path / "coregistration.json")) == []
+
+
+def _options(role: str, image_mask_record: tuple[str, str, str]) -> list[str]:
+    image, mask, record = image_mask_record
+    return [role, image, f"{role}-mask", mask, f"{role}-record", record]
+
+
+def test_run_uses_the_shipped_model_when_none_is_named():
+    from voxelprompt.model import SHIPPED_MODEL
+
+    result = voxelprompt("run", "--help")
+    assert result.returncode == 0 and "--model MODEL" in result.stdout
+    from voxelprompt.cli import agent
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    agent.configure("run", parser)
+    assert parser.parse_args(["--prompt", "p", "--out", "o", "scan.nii.gz"]).model == SHIPPED_MODEL
+
+
+def test_a_subject_that_failed_its_check_is_answered_without_loading_the_model(tmp_path):
+    """Its answer job writes the error rows without importing torch: a study's broken subjects cost
+    it seconds, not a model load each."""
+    import pandas as pd
+
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    table = tmp_path / "samples.tsv"
+    table.write_text(f"subject\tsession\tmodality\tpath\nbad\t1\tT1w\t{scan}\n")
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("prompt_id,prompt,inputs,subjects\nvolume,Segment the brain,@first,\n")
+    results = tmp_path / "results"
+    check = voxelprompt("check-images", "--out-status", str(results / "work/checks/sub-bad.json"), str(scan))
+    assert check.returncode == 0, check.stderr
+    assert _heavy_modules_after("answer", "--subject", "bad", "--input-kind", "samples", "--input-path", str(table),
+                                "--output-dir", str(results), "--prompts", str(prompts)) == []
+    responses = pd.read_parquet(results / "work/parts/sub-bad/responses.parquet")
+    assert list(responses["status"]) == ["error"] and "scan.nii.gz: cannot be read" in responses["error"][0]

@@ -30,22 +30,28 @@ def centred_motion(volume: Volume, seed: int) -> np.ndarray:
     return centred_motion_ras(volume, seed, MAX_ROTATION_DEG, MAX_TRANSLATION_MM)
 
 
-def registration_error_mm(fixed: Volume, moving_source: Volume, brain: Volume, seed: int, modality: str) -> float:
+def registration_error_mm(fixed: Volume, moving_source: Volume, brain: Volume, seed: int, modality: str,
+                          moving_spacing_mm: float = 1.1) -> float:
     motion = centred_motion(fixed, seed)  # fixed world -> moving world
     reference = preprocess(fixed, "T1w")
-    moving = preprocess(moved_scan(moving_source, motion), modality)
+    moving = preprocess(moved_scan(moving_source, motion, moving_spacing_mm), modality)
     result = coregister(reference, moving)
     return mean_displacement_mm(brain_points_mm(brain), np.asarray(result.record["ras_matrix"]), motion)
 
 
-def test_same_contrast_error_is_below_half_a_millimetre(mni_t1, mni_brain):
-    assert registration_error_mm(mni_t1, mni_t1, mni_brain, seed=1, modality="T1w") < 0.5
+# The same and inverted contrasts on the 2 mm template (a quarter of the 1 mm cost; measured errors
+# 0.02 mm over six motions); the slow sweep below repeats both at 1 mm over five motions each.
+def test_same_contrast_error_is_below_half_a_millimetre(mni_t1_2mm, mni_brain):
+    assert registration_error_mm(mni_t1_2mm, mni_t1_2mm, mni_brain, seed=1, modality="T1w", moving_spacing_mm=2.2) < 0.5
 
 
-def test_inverted_contrast_error_is_below_one_millimetre(mni_t1, mni_brain):
-    assert registration_error_mm(mni_t1, inverted_contrast(mni_t1), mni_brain, seed=2, modality="T2w") < 1.0
+def test_inverted_contrast_error_is_below_one_millimetre(mni_t1_2mm, mni_brain):
+    error_mm = registration_error_mm(mni_t1_2mm, inverted_contrast(mni_t1_2mm), mni_brain, seed=2, modality="T2w",
+                                     moving_spacing_mm=2.2)
+    assert error_mm < 1.0
 
 
+@pytest.mark.slow  # FLAIR to T1 at 1 mm stays in the default run at the largest motion (next test)
 def test_real_flair_to_t1_error_is_below_one_millimetre(mni_t1, mean_flair, mni_brain):
     """The mean FLAIR template lives in the same MNI152NLin6 space as the T1w: truth is the motion."""
     assert registration_error_mm(mni_t1, mean_flair, mni_brain, seed=3, modality="FLAIR") < 1.0

@@ -107,9 +107,24 @@ _FRAGMENTS = [
 ]
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.one_of(st.lists(st.sampled_from(_FRAGMENTS), max_size=25).map("".join), st.text(max_size=60)))
+PROGRAMS = st.one_of(st.lists(st.sampled_from(_FRAGMENTS), max_size=25).map("".join), st.text(max_size=60))
+
+
+@settings(max_examples=1_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(PROGRAMS)
 def test_fuzz_nothing_escapes_nothing_runs_long_memory_stays_bounded(program):
+    _run_fuzzed(program)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(PROGRAMS)
+def test_fuzz_thoroughly(program):
+    """The same property over ten times the programs (CI runs it with the slow tests)."""
+    _run_fuzzed(program)
+
+
+def _run_fuzzed(program: str) -> None:
     environment = Environment(library(), namespace={"x": 1, "y": 2.0}, limits=Limits(max_seconds_per_step=1.0))
     tracemalloc.start()
     started = time.monotonic()

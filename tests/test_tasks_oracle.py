@@ -39,8 +39,10 @@ def executions(pool):
     """PAIRS_PER_TASK (task, subject) pairs per task, each run through the sandbox."""
     found = []
     rng = np.random.default_rng(5)
+    # One view per subject and number of sessions, made once: a view resamples its scans once.
+    views_with = {2: pool, 1: [TaskSubject(s.sessions[:1]) for s in pool]}
     for task in catalogue().values():
-        views = [s if task.requirements.sessions == 2 else TaskSubject(s.sessions[:1]) for s in pool]
+        views = views_with[2 if task.requirements.sessions == 2 else 1]
         made = 0
         for attempt in range(PAIRS_PER_TASK * 6):
             if made == PAIRS_PER_TASK:

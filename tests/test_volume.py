@@ -197,7 +197,7 @@ def test_cropped_empty_box_raises(start, stop):
 
 @pytest.mark.parametrize("order", [0, 1, 3])
 @pytest.mark.parametrize("axcodes", ["PIR", "LPS", "SAL"])
-@pytest.mark.parametrize("shift", [(0, 0, 0), (2, -3, 1), (-1, 4, -5)])
+@pytest.mark.parametrize("shift", [(0, 0, 0), (2, -3, 1), (-1, 4, -5), (40, 0, -2)])  # the last: no overlap
 def test_resampled_to_permuted_shifted_grid_is_exact_copy(order, axcodes, shift):
     """Non-integer float values survive unchanged whatever the order: no interpolation happens."""
     vol = random_volume(np.random.default_rng(6), SOURCE_AFFINES["ASL"], dtype=np.float32)

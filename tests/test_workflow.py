@@ -191,7 +191,7 @@ def test_masks_go_back_onto_every_input_image_and_match_the_table(small_run, mon
             BoxAgent.box_mm3 = int(box.sum()) * scans[0].volume.voxel_volume_mm3
             return Result(prompt, steps=["stop()"], outputs={"a box": scans[0].volume.with_array(box)}, ok=True)
 
-    monkeypatch.setattr(answer, "Agent", BoxAgent)
+    monkeypatch.setattr(answer, "load_agent", lambda model_dir, device, threads: BoxAgent(None))
     # In a copy of the study's outputs: the small run stays as the workflow left it, for the others.
     shutil.copytree(small_run / "results", tmp_path / "results")
     shutil.copytree(small_run / "config", tmp_path / "config")

@@ -15,18 +15,17 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
 from voxelprompt import report
-from voxelprompt.agent import Agent
 from voxelprompt.cohort import Cohort
 from voxelprompt.derivatives import mask_metadata, raw_uri
 from voxelprompt.errors import InputError
 from voxelprompt.image_check import failure_of
 from voxelprompt.io import load_volume, read_json, save_volume, write_json
-from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.paths import DerivativePaths, sidecar
 from voxelprompt.prepare import scanner_units
 from voxelprompt.preprocess import PreprocessRecord
@@ -34,6 +33,9 @@ from voxelprompt.prompts import StudyPrompt
 from voxelprompt.register import read_transform, to_image_grid
 from voxelprompt.runtime.measures import Scan
 from voxelprompt.volume import Grid, Volume
+
+if TYPE_CHECKING:
+    from voxelprompt.agent import Agent
 
 
 @dataclass
@@ -45,8 +47,9 @@ class SubjectImage:
 
 
 def answer_subject(subject: str, cohort: Cohort, prompts: list[StudyPrompt], model_dir: Path,
-                   paths: DerivativePaths, part: Path, device: str = "cpu") -> Path:
-    """Run the subject's prompts and write its part; returns the part folder."""
+                   paths: DerivativePaths, part: Path, device: str = "auto", threads: int = 0) -> Path:
+    """Run the subject's prompts and write its part; returns the part folder. `device` is "auto"
+    (CUDA when present), "cpu" or "cuda"; `threads` sets torch's threads (0: torch's default)."""
     rows = cohort.subject_images(subject)
     applicable = [p for p in prompts if p.applies_to(subject)]
     model_id = model_identifier(model_dir)
@@ -62,10 +65,23 @@ def answer_subject(subject: str, cohort: Cohort, prompts: list[StudyPrompt], mod
         images = {row["image_id"]: _load(row, paths) for row in rows.to_dict("records")} if applicable else {}
     except InputError as error:
         return failed(str(error))
-    agent = Agent(VoxelPromptModel.from_pretrained(model_dir, device)) if applicable else None
+    agent = load_agent(model_dir, device, threads) if applicable else None
     cache: dict = {}
     runs = [_run(agent, prompt, rows, images, paths, cache) for prompt in applicable]
     return report.write_part(report.subject_tables(subject, "", runs, model_id), part)
+
+
+def load_agent(model_dir: Path, device: str, threads: int) -> Agent:
+    """The model, loaded only for a subject with prompts to answer: a subject whose images failed
+    their check gets its error rows without importing torch."""
+    import torch
+
+    from voxelprompt.agent import Agent
+    from voxelprompt.model.joint import VoxelPromptModel, device_for
+
+    if threads:
+        torch.set_num_threads(threads)
+    return Agent(VoxelPromptModel.from_pretrained(model_dir, device_for(device)))
 
 
 def _run(agent: Agent, prompt: StudyPrompt, rows, images: dict[str, SubjectImage], paths: DerivativePaths,

@@ -37,7 +37,7 @@ from voxelprompt import labelled as labelled_scans
 from voxelprompt.io import atomic_output, write_text
 from voxelprompt.model import episode as episodes
 from voxelprompt.model.config import PRESETS
-from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.model.joint import VoxelPromptModel, device_for
 from voxelprompt.model.objective import Objective
 from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
 from voxelprompt.synth import labels
@@ -90,12 +90,6 @@ class State:
     halvings: int = 0
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
-
-
-def device_for(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_tokenizer(settings: Settings) -> Tokenizer:

