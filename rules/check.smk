@@ -18,4 +18,5 @@ checkpoint check_subject:
         mem_mb=job_resources("check_subject")["mem_mb"],
         runtime=job_resources("check_subject")["runtime"],
     shell:
-        "{params.cli} check-images --out-status {output.status:q} {params.images:q} > {log:q} 2>&1"
+        "{params.cli} check-images --out-status {output.status:q} --memory-limit-mb {resources.mem_mb}"
+        " {params.images:q} > {log:q} 2>&1"

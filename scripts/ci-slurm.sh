@@ -22,6 +22,7 @@ SLURM_CI_FLAGS=(
     --slurm-status-command squeue                  # no accounting database: sacct cannot answer
     --slurm-no-account                             # and no accounts to guess from
     --slurm-init-seconds-before-status-checks 5    # the demo's jobs take seconds: poll early
+    --seconds-between-status-checks 2              # and often (squeue on one node is cheap)
     --slurm-keep-successful-logs                   # every job's SLURM log stays for inspection
 )
 

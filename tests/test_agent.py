@@ -115,15 +115,33 @@ def test_random_model_respects_max_steps(tokenizer, scans, max_steps, monkeypatc
     assert len(written) <= max_steps * 8
 
 
-def test_zero_steps(tokenizer, scans):
-    """max_steps=0 is refused when the agent is made, or runs no step; it never fails inside run."""
+def test_zero_steps_or_tokens_are_refused_when_the_agent_is_made(tokenizer):
     model = _model(tokenizer)
-    try:
-        agent = Agent(model, max_steps=0)
-    except ValueError:
-        return
+    for limits in ({"max_steps": 0}, {"max_step_tokens": 0}, {"max_steps": -1}):
+        with pytest.raises(ValueError, match="at least one step"):
+            Agent(model, **limits)
+
+
+def test_a_prompt_longer_than_the_context_fails_at_once_without_running_the_model(tokenizer, scans, monkeypatch):
+    model = _model(tokenizer)
+    calls = []
+    monkeypatch.setattr(model, "hidden", lambda *args, **kwargs: calls.append(1))
+    prompt = "volume of the left hippocampus " * 2_000  # 62,000 characters
+    result = Agent(model).run(prompt, scans)
+    assert not result.ok and result.steps == [] and calls == []
+    assert "context is full" in result.error and f"{TEST.agent.max_positions:,}" in result.error
+    assert "hippocampus" not in result.error  # the prompt is not repeated
+
+
+def test_a_step_that_fills_the_context_ends_the_run_with_an_error(tokenizer, scans, monkeypatch):
+    """Feedback counts against the context: once it is full, the run stops with an error row."""
+    model = _model(tokenizer)
+    _follow(monkeypatch, model, _script(model, ['x = 1\nread(x)'] * 4))
+    agent = Agent(model, max_steps=4)
+    limited = replace(model.config, agent=replace(model.config.agent, max_positions=60))
+    monkeypatch.setattr(model, "config", limited)
     result = agent.run("volume?", scans)
-    assert result.steps == [] and not result.ok and result.error
+    assert not result.ok and "context is full" in result.error
 
 
 # --- scripted decoding -----------------------------------------------------------------------------

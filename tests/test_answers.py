@@ -189,8 +189,8 @@ def test_enhancement_needs_scans_on_the_mask_grid():
 
 def test_answers_refuse_a_mask_where_a_scan_belongs():
     """A mask passed as the pre-contrast scan or the DWI (arguments out of order) is a MeasureError
-    saying a scan was expected, as in signal_intensity. (Fails at present: enhancement and diffusion
-    read `.modality` before checking their inputs, so the agent gets an AttributeError.)"""
+    saying a scan was expected, as in signal_intensity (not an AttributeError from reading
+    `.modality` before the inputs are checked)."""
     pre, post = pre_and_post()
     with pytest.raises(MeasureError, match="expected a scan, got Volume"):
         enhancement(lesion(), post, lesion(), reference())

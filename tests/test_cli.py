@@ -170,3 +170,11 @@ def test_a_subject_that_failed_its_check_is_answered_without_loading_the_model(t
                                 "--output-dir", str(results), "--prompts", str(prompts)) == []
     responses = pd.read_parquet(results / "work/parts/sub-bad/responses.parquet")
     assert list(responses["status"]) == ["error"] and "scan.nii.gz: cannot be read" in responses["error"][0]
+
+
+def test_run_refuses_a_prompt_over_the_limit_before_loading_anything(tmp_path):
+    prompt = "volume of the left hippocampus " * 3_800  # 114 KB, about the most one argument can hold
+    result = subprocess.run([sys.executable, "-c", _IMPORTED_BY, "run", "--prompt", prompt, "--out", str(tmp_path / "x"),
+                             str(tmp_path / "absent.nii.gz")], capture_output=True, text=True, timeout=300)
+    assert "the limit is 1,000" in result.stderr and len(result.stderr) < 1_000
+    assert '"heavy": []' in result.stdout and '"code": 1' in result.stdout

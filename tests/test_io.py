@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tracemalloc
 import warnings
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -397,3 +399,64 @@ def test_nifti2_gz_loads(tmp_path):
     volume = load_volume(tmp_path / "two.nii.gz")
     np.testing.assert_array_equal(volume.array, array)
     np.testing.assert_array_equal(volume.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+def _gzip_bomb(path: Path, shape: tuple[int, ...], zero_bytes: int) -> Path:
+    """A .nii.gz whose header declares `shape` (float32), followed by `zero_bytes` of zeros: a
+    stream of zeros compresses about a thousandfold, so the file stays small on disk."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header.set_sform(np.eye(4), code=1)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    with path.open("wb") as handle:
+        handle.write(compressor.compress(header.binaryblock + b"\0" * 4))  # voxels start at byte 352
+        for _ in range(zero_bytes // 2**20):
+            handle.write(compressor.compress(bytes(2**20)))
+        handle.write(compressor.flush())
+    return path
+
+
+def test_an_image_declaring_gigabytes_is_refused_from_its_header_in_little_memory(tmp_path):
+    bomb = _gzip_bomb(tmp_path / "bomb.nii.gz", (2048, 2048, 768), 64 * 2**20)
+    assert bomb.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        error = _raises_input_error(bomb, r"declares 2048 x 2048 x 768 voxels, 12\.0 GiB", r"limit of 1\.0 GiB")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, peak
+    assert "GiB" in error.problem
+
+
+def test_reading_stops_past_the_bytes_the_header_declares(tmp_path):
+    """A small image followed by 256 MB of zeros in its gzip stream is refused, not inflated."""
+    overflowing = _gzip_bomb(tmp_path / "long.nii.gz", (10, 10, 10), 256 * 2**20)
+    tracemalloc.start()
+    try:
+        _raises_input_error(overflowing, "decompresses to more data than its header declares")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, peak
+
+
+def test_an_uncompressed_image_over_the_limit_is_refused_before_its_voxels_are_read(tmp_path):
+    header = nib.Nifti1Header()
+    header.set_data_shape((1024, 1024, 1024))
+    header.set_data_dtype(np.float32)
+    path = tmp_path / "large.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + bytes(1000))
+    _raises_input_error(path, r"declares 1024 x 1024 x 1024 voxels, 4\.0 GiB")
+
+
+def test_an_image_too_large_for_the_checks_memory_is_its_error(tmp_path, monkeypatch):
+    from voxelprompt import image_check
+
+    def out_of_memory(path):
+        raise MemoryError
+
+    monkeypatch.setattr(image_check, "load_volume", out_of_memory)
+    errors = image_check.check_images([tmp_path / "huge.nii.gz"], tmp_path / "status.json")
+    assert errors == [f"{tmp_path / 'huge.nii.gz'}: reading it needs more memory than the check's limit"]

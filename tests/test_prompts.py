@@ -235,3 +235,19 @@ def test_a_prompt_that_selects_nothing_names_itself_the_subject_and_its_selector
     assert 'prompt "flair-at-followup"' in message
     assert 'inputs "FLAIR@last;CT"' in message
     assert "T1w@ses-01, FLAIR@ses-01" in message or "FLAIR@ses-01, T1w@ses-01" in message
+
+
+def test_prompts_over_the_limit_are_refused_at_load_each_by_row_without_being_repeated(tmp_path):
+    """A 1 MB and a 114 KB prompt are named by their rows at once; the message quotes their start only."""
+    huge, long = "segment the brain " * 58_000, "how large " * 11_400
+    path = _write(tmp_path, GOOD_ROW, f"huge,{huge},,", "fine,What is the volume of the brain?,,", f"long,{long},,")
+    error = _load_error(path)
+    assert "2 problems" in str(error)
+    assert 'row 3 (prompt_id "huge"): prompt' in str(error) and 'row 5 (prompt_id "long"): prompt' in str(error)
+    assert f"{len(huge.strip()):,} characters; the limit is 1,000" in str(error)
+    assert len(str(error)) < 1_000
+
+
+def test_a_prompt_at_the_limit_is_accepted(tmp_path):
+    prompt = ("x" * 999) + "?"
+    assert load_prompts(_write(tmp_path, f"edge,{prompt},,"))[0].prompt == prompt

@@ -140,3 +140,84 @@ def _run_fuzzed(program: str) -> None:
     allowed = (int, float, str, bool, list, tuple, type(None))
     assert all(isinstance(value, allowed) for value in environment.namespace.values())
     assert not Path("CANARY").exists()
+
+
+def _list_of(item: str, count: int) -> str:
+    return "[" + ", ".join([item] * count) + "]"
+
+
+def test_nested_lists_past_the_size_bound_are_refused_where_they_are_made():
+    """Three assignments of 200-item lists once built 8 million elements that `repr` then walked;
+    the value is refused at the assignment that creates it, in little memory."""
+    environment = Environment(library())
+    assert environment.run("a = " + _list_of("0", 200)).ok
+    assert environment.run("b = " + _list_of("a", 99)).ok  # 19,899 items, inside the bound
+    tracemalloc.start()
+    try:
+        feedback = environment.run("c = " + _list_of("b", 200))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not feedback.ok and "more than 20,000 items" in feedback.error
+    assert "c" not in environment.namespace
+    assert peak < 50 * 2**20
+
+
+def test_lists_nested_past_the_depth_bound_are_refused():
+    environment = Environment(library(), namespace={"a": 1})
+    outcomes = [environment.run("a = [a]").ok for _ in range(Limits().max_value_depth + 1)]
+    assert all(outcomes[:-1]) and not outcomes[-1]
+    assert "nest more than" in environment.run("a = [a]").error
+
+
+def test_what_the_agent_reads_of_a_large_value_is_clipped_without_building_it_whole():
+    from voxelprompt.runtime import describe, read_text
+
+    environment = Environment(library())
+    assert environment.run("s = '" + "x" * 1000 + "'").ok
+    assert environment.run("a = " + _list_of("s", 19)).ok
+    shown = environment.run("a").output
+    assert len(shown) <= Limits().max_text_chars and shown.endswith("(clipped)")
+    assert describe([[0.5, "a"], (1,)], 100) == "[[0.5, 'a'], (1,)]" == repr([[0.5, "a"], (1,)])
+    assert describe(1 / 3, 100) == "0.333333" and read_text("a word", 100) == "a word"
+    assert len(read_text(["y" * 1500] * 10, 2000)) <= 2000
+
+
+def test_read_hands_back_clipped_text():
+    from voxelprompt.runtime.library import Library
+
+    reader = Library([])
+    assert len(reader.read(["z" * 1999] * 10)) <= Limits().max_text_chars
+
+
+_NAMES = st.sampled_from(["x", "y", "z"])
+_ITEMS = st.one_of(_NAMES, st.sampled_from(["0", "2.5", "'ab'", "volume_mm3(x)", "[]"]))
+_LIST = st.one_of(st.lists(_ITEMS, min_size=1, max_size=80).map(lambda items: "[" + ", ".join(items) + "]"),
+                  st.tuples(_NAMES, st.integers(1, 200)).map(lambda repeated: "[" + ", ".join([repeated[0]] * repeated[1]) + "]"))
+_STATEMENT = st.one_of(st.tuples(_NAMES, _LIST).map(" = ".join), _NAMES, st.sampled_from(["read(x)", "read(y)"]))
+_STEP = st.lists(_STATEMENT, min_size=1, max_size=4).map("\n".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_STEP, min_size=1, max_size=6))
+def test_fuzz_steps_that_nest_values_stay_bounded(steps):
+    """Several steps in one namespace, each wrapping earlier values in wide lists: whatever they
+    build, every step and every value shown or read stays within the bounds."""
+    from voxelprompt.runtime.library import Library
+
+    reader = Library([])
+    functions = library() | {"read": reader.read}
+    environment = Environment(functions, namespace={"x": 1, "y": 2.0, "z": "z"})
+    limits = environment.limits
+    tracemalloc.start()
+    try:
+        for step in steps:
+            feedback = environment.run(step)
+            assert len(feedback.output) <= limits.max_text_chars
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+    for value in environment.namespace.values():
+        if isinstance(value, (list, tuple)):
+            assert len(repr(value)) < 10 * 20_000  # Limits().max_value_size

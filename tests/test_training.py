@@ -299,3 +299,17 @@ def test_gamma_distortion_changes_mri_contrast_and_keeps_physical_units():
     t1, ct, adc = (s.volume.array for s in distorted)
     assert not np.allclose(t1, values) and np.all(np.diff(t1.ravel()) >= 0)
     assert np.array_equal(ct, values) and np.array_equal(adc, values)
+
+
+def test_rank_zeros_halving_and_early_stop_are_taken_by_every_process(subject, tmp_path):
+    """With the learning rate at 0 the validation loss cannot improve: the second validation halves
+    the rate, which is the one halving allowed, so training stops after step 2. Rank 0 decides; both
+    processes stop there (a process training on alone would wait in an all-reduce forever)."""
+    out = tmp_path / "ddp-stop"
+    flags = [flag for flag in TRAIN_FLAGS]
+    flags[flags.index("--validate-every") + 1] = "1"
+    flags += ["--patience", "1", "--halvings", "1", "--learning-rate", "0"]
+    _train(out, 6, *_torchrun(), "--standalone", "--nproc_per_node", "2", flags=flags)
+    assert [int(r["step"]) for r in _rows(out)] == [1, 2]
+    state = json.loads((out / "latest" / "training_state.json").read_text())["state"]
+    assert state["step"] == 2 and state["halvings"] == 1 and state["learning_rate"] == 0.0

@@ -448,6 +448,7 @@ def test_an_unknown_training_option_is_refused_by_the_schema(workdir):
     assert result.returncode != 0 and "'out'" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # two trainings through Snakemake; resuming itself is test_training.py::test_train_resumes
 def test_train_exports_a_model_and_running_it_again_resumes_the_run(workdir):
     first = snakemake(workdir, "train", "--cores", "2", "--config", _training(2))
     assert first.returncode == 0, first.stderr[-3000:]

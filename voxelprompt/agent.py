@@ -36,6 +36,10 @@ GIVEN = (tokens.PAD, tokens.PROMPT, tokens.SCANS, tokens.CODE, tokens.FEEDBACK, 
          tokens.ENC)
 
 
+class ContextFull(Exception):
+    """The agent's context would grow past the positions its model was configured for."""
+
+
 @dataclass
 class Result:
     prompt: str
@@ -124,7 +128,18 @@ class Agent:
         vision = ModelVision(self.model, cache)
         library = Library(list(scans), vision)
         environment = Environment(library.functions())
-        self._past, self._last = None, None
+        self._past, self._last, self._length = None, None, 0
+        try:
+            self._answer(prompt, scans, result, vision, library, environment)
+        except ContextFull as error:
+            result.error = str(error)
+        result.responses, result.metrics, result.outputs = library.responses, library.metrics, library.outputs
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _answer(self, prompt: str, scans: Sequence[Scan], result: Result, vision: ModelVision, library: Library,
+                environment: Environment) -> None:
+        """The loop of steps, filling `result`; raises ContextFull when the context runs out."""
         self._feed(prefix_pieces(prompt, scans))
         for _ in range(self.max_steps):
             code, latents = self._write_step()
@@ -144,18 +159,16 @@ class Agent:
                 break
             read = library.reads[before:]
             self._feed(feedback_pieces(read, "" if feedback.ok else feedback.error), read)
-        result.responses, result.metrics, result.outputs = library.responses, library.metrics, library.outputs
         result.ok = library.stopped
         if not library.stopped:
             result.error = feedback.error or ("the agent wrote an empty step" if not code.strip()
                                               else f"the program did not stop within {self.max_steps} steps")
-        result.seconds = time.perf_counter() - started
-        return result
 
     def _feed(self, pieces: list[tokens.Piece], read: Sequence = ()) -> None:
         """Append given text (with encodings in its <ENC> slots) to the agent's context."""
         model = self.model
         ids = torch.tensor(tokens.ids_of(model.tokenizer, pieces), device=model.device)[None]
+        self._grow(ids.shape[1])
         embeddings = [value.features.embeddings for value in read if isinstance(value, Encoding)]
         slots = (ids[0] == model.special[tokens.ENC]).nonzero().flatten().tolist()
         spliced = dict(zip(slots, torch.cat(embeddings))) if embeddings else {}
@@ -183,6 +196,16 @@ class Agent:
 
     def _feed_id(self, token: int) -> None:
         model = self.model
+        self._grow(1)
         ids = torch.tensor([[token]], device=model.device)
         hidden, self._past = model.hidden(model.embed(ids), past=self._past, use_cache=True)
         self._last = hidden[0, -1]
+
+    def _grow(self, count: int) -> None:
+        """Count tokens into the context, refusing to pass the model's configured positions: a long
+        prompt or feedback fails at once, before the model runs on it."""
+        limit = self.model.config.agent.max_positions
+        if self._length + count > limit:
+            raise ContextFull(f"the agent's context is full: {self._length + count:,} tokens, and the model "
+                              f"was configured for {limit:,}; shorten the prompt")
+        self._length += count

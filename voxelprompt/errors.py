@@ -16,3 +16,11 @@ class InputError(ValueError):
         self.source = str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
+
+
+EXCERPT_CHARS = 60
+
+
+def excerpt(text: str, chars: int = EXCERPT_CHARS) -> str:
+    """The start of user text for an error message: a message never repeats a long prompt whole."""
+    return text if len(text) <= chars else f"{text[:chars]}... ({len(text):,} characters)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import os
 import tempfile
@@ -29,6 +30,12 @@ MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 # Columns of the affine must be near-orthogonal: SimpleITK and the BIDS world cannot express shear.
 MAX_SHEAR_COSINE = 1e-3
+# The most voxel data an image may declare, as float32 (how it is held once read): twice a 0.5 mm
+# whole head (512 x 512 x 512 x 4 bytes = 0.5 GiB). An image over it is refused from its header.
+MAX_VOXEL_BYTES = 2**30
+# Past the voxel data a file may hold NIfTI extensions or MGH tags; more than this is not an image.
+_TRAILING_BYTES = 2**20
+_HEADER_BYTES = 540  # the largest header read here (NIfTI-2; NIfTI-1 has 348, MGH 284)
 
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError)
 
@@ -57,6 +64,7 @@ def load_volume(path: str | Path) -> Volume:
         shape = image.shape
     except _READ_ERRORS as error:
         raise InputError(path, f"cannot be read as an image ({_describe(error)})") from error
+    check_declared_size(path, shape)
 
     spatial_shape = _spatial_shape(path, shape)
     affine = np.asarray(image.affine, dtype=np.float64)
@@ -71,17 +79,72 @@ def load_volume(path: str | Path) -> Volume:
     return Volume(array, affine, image.header)
 
 
+def check_declared_size(path: str | Path, shape: tuple[int, ...]) -> None:
+    """Refuse an image whose header declares more voxel data than `MAX_VOXEL_BYTES` (as float32)."""
+    voxel_bytes = int(np.prod(shape, dtype=np.float64)) * 4
+    if voxel_bytes > MAX_VOXEL_BYTES:
+        raise InputError(path, f"its header declares {' x '.join(str(n) for n in shape)} voxels, "
+                               f"{voxel_bytes / 2**30:.1f} GiB as float32, over the limit of "
+                               f"{MAX_VOXEL_BYTES / 2**30:.1f} GiB")
+
+
 def _read_image(path: Path) -> nib.spatialimages.SpatialImage:
     """nibabel reads a gzip stream only as far as the header says, so a damaged tail or a bad CRC
-    could pass unnoticed; decompressing the whole stream first makes gzip check it."""
-    if path.name.lower().endswith((".gz", ".mgz")):
-        data = gzip.decompress(path.read_bytes())
-        kind = nib.MGHImage if path.name.lower().endswith(".mgz") else nib.Nifti1Image
-        header_size = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
-        if kind is nib.Nifti1Image and 540 in header_size:  # NIfTI-2 headers are 540 bytes
-            kind = nib.Nifti2Image
-        return kind.from_bytes(data)
-    return nib.load(path)
+    could pass unnoticed: the whole stream is decompressed here, which makes gzip check it. The
+    header comes first and bounds the rest, so a small file that inflates to gigabytes (a gzip bomb)
+    is refused after its header, or once it outgrows what its header declares."""
+    if not path.name.lower().endswith((".gz", ".mgz")):
+        return nib.load(path)
+    kind = nib.MGHImage if path.name.lower().endswith(".mgz") else nib.Nifti1Image
+    data = bytearray()
+    limit = None
+    for piece in _gunzip_pieces(path):
+        data += piece
+        if limit is None and len(data) >= _HEADER_BYTES:
+            kind, limit = _declared_bytes(path, kind, bytes(data[:_HEADER_BYTES]))
+        if limit is not None and len(data) > limit + _TRAILING_BYTES:
+            raise InputError(path, f"decompresses to more data than its header declares ({limit:,} bytes)")
+    if limit is None:
+        kind, _ = _declared_bytes(path, kind, bytes(data))
+    return kind.from_bytes(bytes(data))
+
+
+def _gunzip_pieces(path: Path, piece_bytes: int = 2**22) -> Iterator[bytes]:
+    """The decompressed stream of a gzip file, member after member, at most `piece_bytes` at a time
+    (zeros after the last member are padding, as gzip allows)."""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with path.open("rb") as handle:
+        pending = b""
+        while True:
+            if not pending:
+                pending = handle.read(2**16)
+                if not pending:
+                    break
+            if decompressor.eof:  # a member ended and more follows
+                if not pending.strip(b"\0"):
+                    pending = b""
+                    continue
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                yield decompressor.decompress(pending, piece_bytes)
+            except zlib.error as error:
+                raise gzip.BadGzipFile(f"not a valid gzip stream: {error}") from None
+            pending = decompressor.unused_data if decompressor.eof else decompressor.unconsumed_tail
+    while not decompressor.eof and (piece := decompressor.decompress(b"", piece_bytes)):
+        yield piece  # what zlib still holds once the file is read
+    if not decompressor.eof:
+        raise EOFError("the gzip stream is truncated")
+
+
+def _declared_bytes(path: Path, kind: type, start: bytes) -> tuple[type, int]:
+    """The image class and the bytes its header declares (header, extensions and voxels)."""
+    if kind is nib.Nifti1Image and 540 in {int.from_bytes(start[:4], "little"), int.from_bytes(start[:4], "big")}:
+        kind = nib.Nifti2Image  # NIfTI-2 headers are 540 bytes
+    header = kind.header_class.from_fileobj(io.BytesIO(start))
+    shape = header.get_data_shape()
+    check_declared_size(path, shape)
+    offset = header.get_data_offset() if hasattr(header, "get_data_offset") else 284
+    return kind, int(offset) + int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
 
 
 def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:

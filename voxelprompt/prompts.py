@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 from voxelprompt.cohort import normalise_modality, validate_label
-from voxelprompt.errors import InputError
+from voxelprompt.errors import InputError, excerpt
 
 # The schema lives with the workflow's other schemas, next to the package in a checkout (the
 # workflow is run from one, with the package installed by `pip install -e .`).
@@ -42,6 +42,19 @@ SEPARATOR = ";"
 # Subject labels are letters and digits; a filter may add the glob characters * ? [ ] ! and - (ranges).
 _SUBJECT_PATTERN = re.compile(r"^[A-Za-z0-9*?\[\]!-]+$")
 _FIRST_DATA_ROW = 2  # spreadsheet numbering: the header is row 1
+
+
+def max_prompt_chars() -> int:
+    """The longest prompt accepted, from the schema (`prompt.maxLength`)."""
+    return _schema()["properties"]["prompt"]["maxLength"]
+
+
+def check_prompt_length(prompt: str) -> str | None:
+    """Why a prompt is too long, naming only its start; None when it is not."""
+    limit = max_prompt_chars()
+    if len(prompt) <= limit:
+        return None
+    return f"prompt {excerpt(prompt)!r} is {len(prompt):,} characters; the limit is {limit:,}"
 
 
 @dataclass(frozen=True)
@@ -126,8 +139,11 @@ def load_prompts(path: str | Path) -> list[StudyPrompt]:
         row = {column: value.strip() for column, value in raw.items()}
         if not any(row.values()):
             continue  # an empty spreadsheet row
+        too_long = check_prompt_length(row["prompt"])
+        # The validator's messages repeat a value whole: it sees a long prompt's start only.
+        checked = row | {"prompt": row["prompt"][:max_prompt_chars()]} if too_long else row
         row_problems = [f"{error.path[0] if error.path else 'row'}: {error.message}"
-                        for error in validator.iter_errors(row)]
+                        for error in validator.iter_errors(checked)] + ([too_long] if too_long else [])
         prompt_id = row["prompt_id"]
         if prompt_id in first_row_of_id:
             row_problems.append(f"duplicate prompt_id (first used in row {first_row_of_id[prompt_id]})")
@@ -186,6 +202,7 @@ def parse_subjects(text: str) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+@cache
 @cache
 def _schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())

@@ -251,7 +251,7 @@ def train(settings: Settings) -> Path:
             _drop_rows_after(log, state.step)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     started = time.perf_counter() - state.seconds
-    while state.step < settings.steps and state.halvings <= settings.halvings:
+    while state.step < settings.steps and state.halvings < settings.halvings:
         trained.train()
         text = [episodes.text_only(tokenizer, tasks[int(rng.integers(len(tasks)))], rng)
                 for _ in range(settings.text_batch)]
@@ -268,9 +268,12 @@ def train(settings: Settings) -> Path:
                "loss": round(float(losses.total.detach()), 5), "code_loss": round(losses.code, 5),
                "token_accuracy": round(losses.correct / max(losses.tokens, 1), 5),
                "dice": "" if losses.dice is None else round(losses.dice, 5)}
-        if rank == 0 and validation is not None and state.step % settings.validate_every == 0:
-            row |= _validate(objective, validation, autocast)
-            _plateau(state, settings, optimiser, row["validation_loss"], model, best)
+        if state.step % settings.validate_every == 0:
+            if rank == 0:
+                row |= _validate(objective, validation, autocast)
+                _plateau(state, settings, optimiser, row["validation_loss"], model, best)
+            if distributed:
+                _take_rank_zeros_decisions(state, optimiser, device)
         if rank == 0:
             _append(log, row)
             _progress(row, settings.steps)
@@ -324,6 +327,19 @@ def _plateau(state: State, settings: Settings, optimiser, loss: float, model: Vo
         state.stale_validations = 0
         for group in optimiser.param_groups:
             group["lr"] = state.learning_rate
+
+
+def _take_rank_zeros_decisions(state: State, optimiser, device: torch.device) -> None:
+    """Rank 0 validates and decides the learning rate and when to stop; every process takes its
+    decision. DDP averages gradients, not learning rates, so a rate changed on one process alone
+    makes the copies drift apart, and a process that stopped alone would leave the others waiting."""
+    decided = torch.tensor([state.learning_rate, state.halvings, state.best_validation, state.stale_validations],
+                           dtype=torch.float64, device=device)
+    dist.broadcast(decided, src=0)
+    state.learning_rate, state.best_validation = float(decided[0]), float(decided[2])
+    state.halvings, state.stale_validations = int(decided[1]), int(decided[3])
+    for group in optimiser.param_groups:
+        group["lr"] = state.learning_rate
 
 
 def _save(model: VoxelPromptModel, optimiser, state: State, settings: Settings, latest: Path) -> None:

@@ -20,11 +20,17 @@ def configure(command: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _run_agent(args: argparse.Namespace) -> None:
+    from voxelprompt.errors import InputError, excerpt
+    from voxelprompt.prompts import check_prompt_length
+
+    too_long = check_prompt_length(args.prompt)
+    if too_long:  # refused before the model is loaded
+        raise InputError("--prompt", too_long)
+
     import numpy as np
 
     from voxelprompt.agent import Agent
     from voxelprompt.cohort import modality_from_filename, normalise_modality
-    from voxelprompt.errors import InputError
     from voxelprompt.io import load_volume, save_volume
     from voxelprompt.model.joint import VoxelPromptModel, device_for
     from voxelprompt.prepare import prepare
@@ -49,7 +55,7 @@ def _run_agent(args: argparse.Namespace) -> None:
                         dtype=np.float32 if output.array.dtype.kind == "f" else np.uint8)
             print(target)
     if not result.ok:
-        raise InputError(args.prompt, f"the agent did not finish: {result.error}")
+        raise InputError(excerpt(args.prompt), f"the agent did not finish: {result.error}")
 
 
 def _stem(path: Path) -> str:

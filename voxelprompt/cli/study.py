@@ -57,13 +57,17 @@ def _samples(args: argparse.Namespace) -> None:
 
 def _check_images_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-status", type=Path, required=True)
+    parser.add_argument("--memory-limit-mb", type=int, default=0,
+                        help="cap the job's address space (0: no cap); an image needing more is an error")
     parser.add_argument("images", type=Path, nargs="+")
     parser.set_defaults(run=_check_images)
 
 
 def _check_images(args: argparse.Namespace) -> None:
-    from voxelprompt.image_check import check_images
+    from voxelprompt.image_check import check_images, limit_memory
 
+    if args.memory_limit_mb:
+        limit_memory(args.memory_limit_mb)
     errors = check_images(args.images, args.out_status)
     print("\n".join(errors) or f"{len(args.images)} images ok")
 

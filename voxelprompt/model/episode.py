@@ -21,7 +21,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from voxelprompt.model import tokens
-from voxelprompt.runtime import Environment
+from voxelprompt.runtime import Environment, Limits, read_text
 from voxelprompt.runtime.library import Library
 from voxelprompt.runtime.measures import Scan
 from voxelprompt.runtime.vision import Encoding
@@ -63,19 +63,23 @@ def metadata_text(scans: Sequence[Scan]) -> str:
 
 
 def feedback_pieces(values: Sequence[Any], error: str = "") -> list[tokens.Piece]:
-    """What a step read, as the agent sees it; each encoded scan is an <ENC> slot for its embedding."""
+    """What a step read, as the agent sees it; each encoded scan is an <ENC> slot for its embedding.
+    The text of a step's reads is clipped to the sandbox's bound on feedback text, as `read` clips
+    each value, so no step can flood the agent's context."""
+    limit_chars = Limits().max_text_chars
     pieces: list[tokens.Piece] = [tokens.Special(tokens.FEEDBACK)]
     for number, value in enumerate(values):
         if number:
             pieces.append("\n")
         if isinstance(value, Encoding):
             pieces += [tokens.Special(tokens.ENC)] * len(value.scans) + [" " + value.describe()]
-        elif isinstance(value, float):
-            pieces.append(f"{value:.6g}")
         else:
-            pieces.append(str(value))
+            pieces.append(read_text(value, limit_chars))
+        if sum(len(piece) for piece in pieces if isinstance(piece, str)) > limit_chars:
+            pieces.append(" ... (clipped)")
+            break
     if error:
-        pieces.append(("\n" if values else "") + f"error: {error}")
+        pieces.append(("\n" if values else "") + f"error: {error[:limit_chars]}")
     return pieces + [tokens.Special(tokens.END_FEEDBACK)]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from voxelprompt.morphology import shell_mm
 from voxelprompt.runtime import answers, measures
 from voxelprompt.runtime.measures import MeasureError, Scan
+from voxelprompt.runtime.sandbox import Limits, read_text
 from voxelprompt.runtime.vision import Encoding, Vision, check_scans_to_encode
 from voxelprompt.volume import Volume
 
@@ -108,7 +109,7 @@ class Library:
         self.reads.append(value)
         if isinstance(value, Encoding):
             return value.describe()
-        return f"{value:.6g}" if isinstance(value, float) else str(value)
+        return read_text(value, Limits().max_text_chars)
 
     # --- regions -----------------------------------------------------------------------------------
     # --- regions -----------------------------------------------------------------------------------

@@ -34,6 +34,10 @@ class Limits:
     max_int_bits: int = 128
     max_text_chars: int = 2000  # strings the code builds, and the feedback text
     max_list_items: int = 256
+    # A value's size: list and tuple items and text characters, counted through every nested list
+    # (three nested lists of 200 items each hold 8 million); and how deeply lists may nest.
+    max_value_size: int = 20_000
+    max_value_depth: int = 16
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class _Step:
                 self.assign(target, value)
             return None
         value = self.evaluate(statement.value)  # an expression statement
-        return None if value is None else _clip(_describe(value), self.environment.limits.max_text_chars)
+        return None if value is None else describe(value, self.environment.limits.max_text_chars)
 
     def assign(self, target: ast.expr, value: Any) -> None:
         if isinstance(target, ast.Name):
@@ -236,8 +240,10 @@ class _Step:
             raise SandboxError("complex numbers are not allowed")
         if isinstance(value, str) and len(value) > limits.max_text_chars:
             raise SandboxError("text is too long")
-        if isinstance(value, (list, tuple)) and len(value) > limits.max_list_items:
-            raise SandboxError("the list is too long")
+        if isinstance(value, (list, tuple)):
+            if len(value) > limits.max_list_items:
+                raise SandboxError("the list is too long")
+            _check_size(value, limits)
         if isinstance(value, bytes):
             raise SandboxError("bytes are not allowed")
         return value
@@ -286,12 +292,56 @@ def _require_number(value: Any, what: str) -> None:
         raise SandboxError(f"{what} needs numbers, got {type(value).__name__}")
 
 
-def _describe(value: Any) -> str:
+def _check_size(value: list | tuple, limits: Limits) -> None:
+    """Refuse a list whose nested items and text exceed the size or depth bound. The count stops as
+    soon as the bound is passed, so it costs at most `max_value_size` steps whatever the value shares."""
+    size = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple)):
+            if depth > limits.max_value_depth:
+                raise SandboxError(f"lists nest more than {limits.max_value_depth} deep")
+            size += len(item)
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            size += len(item)
+        if size > limits.max_value_size:
+            raise SandboxError(f"the value holds more than {limits.max_value_size:,} items and characters")
+
+
+def describe(value: Any, limit_chars: int) -> str:
+    """What the agent reads of a value: its repr (a float at 6 significant digits; other objects by
+    type), built piece by piece and clipped at `limit_chars`, so a large value costs no more."""
     if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (int, str, bool, list, tuple)) or value is None:
-        return repr(value)
-    return f"<{type(value).__name__}>"
+        return _clip(f"{value:.6g}", limit_chars)
+    text, length = [], 0
+    for piece in _repr_pieces(value):
+        text.append(piece)
+        length += len(piece)
+        if length > limit_chars:
+            break
+    return _clip("".join(text), limit_chars)
+
+
+def read_text(value: Any, limit_chars: int) -> str:
+    """A value as `read` hands it back to the agent: text as it is, anything else as `describe` gives it."""
+    return _clip(value, limit_chars) if isinstance(value, str) else describe(value, limit_chars)
+
+
+def _repr_pieces(value: Any):
+    """repr(value) in pieces, without building nested lists' text first."""
+    if isinstance(value, (list, tuple)):
+        yield "[" if isinstance(value, list) else "("
+        for number, item in enumerate(value):
+            if number:
+                yield ", "
+            yield from _repr_pieces(item)
+        yield "]" if isinstance(value, list) else ("," if len(value) == 1 else "") + ")"
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        yield repr(value)
+    else:
+        yield f"<{type(value).__name__}>"
 
 
 def _describe_node(node: ast.AST) -> str:
