@@ -37,6 +37,7 @@ def main() -> None:
     cli = [sys.executable, "-m", "voxelprompt"]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
+        os.chdir(work)  # `python -m` looks in the working directory first: run from outside any checkout
         image = package_file(*MNI_T1_2MM)
         volume = load_volume(image)
         moved = save_volume(Volume(volume.array, random_rigid_ras(3, 8, 8) @ volume.affine), work / "moved.nii.gz")
