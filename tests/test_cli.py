@@ -140,13 +140,13 @@ def _options(role: str, image_mask_record: tuple[str, str, str]) -> list[str]:
 
 
 def test_run_uses_the_shipped_model_when_none_is_named():
+    import argparse
+
+    from voxelprompt.cli import agent
     from voxelprompt.model import SHIPPED_MODEL
 
     result = voxelprompt("run", "--help")
     assert result.returncode == 0 and "--model MODEL" in result.stdout
-    from voxelprompt.cli import agent
-    import argparse
-
     parser = argparse.ArgumentParser()
     agent.configure("run", parser)
     assert parser.parse_args(["--prompt", "p", "--out", "o", "scan.nii.gz"]).model == SHIPPED_MODEL

@@ -106,7 +106,7 @@ def _read_image(path: Path) -> nib.spatialimages.SpatialImage:
             raise InputError(path, f"decompresses to more data than its header declares ({limit:,} bytes)")
     if limit is None:
         kind, _ = _declared_bytes(path, kind, bytes(data))
-    return kind.from_bytes(bytes(data))
+    return kind.from_bytes(data)  # nibabel reads a bytearray as it is: no second copy
 
 
 def _gunzip_pieces(path: Path, piece_bytes: int = 2**22) -> Iterator[bytes]:
@@ -143,8 +143,7 @@ def _declared_bytes(path: Path, kind: type, start: bytes) -> tuple[type, int]:
     header = kind.header_class.from_fileobj(io.BytesIO(start))
     shape = header.get_data_shape()
     check_declared_size(path, shape)
-    offset = header.get_data_offset() if hasattr(header, "get_data_offset") else 284
-    return kind, int(offset) + int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    return kind, int(header.get_data_offset()) + int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
 
 
 def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:

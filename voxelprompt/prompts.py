@@ -203,7 +203,6 @@ def parse_subjects(text: str) -> tuple[str, ...]:
 
 
 @cache
-@cache
 def _schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 

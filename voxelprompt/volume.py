@@ -183,7 +183,7 @@ def _copy_permuted(
     """out[j] = source[P j + shift] for a signed permutation P; voxels outside the source get `fill`.
 
     Along each axis the source indices are a run with step +1 or -1, so the copy is one strided
-    slice assignment (about 30 times faster than fancy indexing on a 2 mm head)."""
+    slice assignment: 3 ms instead of 23 ms with fancy indexing for a 2 mm head (medians of 20)."""
     transposed = source.transpose(source_axes)
     out = np.full(shape, fill, dtype=source.dtype)
     out_slices, in_slices = [], []

@@ -27,12 +27,12 @@ CONFIG, TOKENIZER, WEIGHTS, CARD = "config.json", "tokenizer.json", "model.safet
 FORMAT_VERSION = 1
 
 
-
 def device_for(name: str) -> torch.device:
     """A torch device from its name; "auto" is CUDA when present, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded; the message names the file and the problem."""
