@@ -80,6 +80,27 @@ def job_resources(rule_name):
     return config["resources"][rule_name]
 
 
+def stage_export(stage):
+    """Where a training stage exports its best checkpoint (the next stage starts from it)."""
+    return f"{config['training']['run']}/exported/{stage}"
+
+
+def stage_settings(stage):
+    """The `voxelprompt train` options of a stage: the settings common to every stage, then the
+    stage's own, then where it starts from (the stage before it, if any)."""
+    stages = list(config["training"]["stages"])
+    settings = {**config["training"]["settings"], **(config["training"]["stages"][stage] or {})}
+    if stages.index(stage) > 0:
+        settings["init"] = stage_export(stages[stages.index(stage) - 1])
+    return settings
+
+
+def previous_stage_export(wildcards):
+    stages = list(config["training"]["stages"])
+    position = stages.index(wildcards.stage)
+    return [stage_export(stages[position - 1]) + "/model.safetensors"] if position > 0 else []
+
+
 YAML_WORDS = {"true": True, "false": False, "null": None, "~": None}
 
 

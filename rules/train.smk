@@ -1,27 +1,47 @@
-# `snakemake train`: trains the model on synthetic cohorts (and the lab's labelled scans, when the
-# settings name a manifest), then exports the best checkpoint for the study run's `model:`. The run
-# folder is not a rule output, so Snakemake never deletes it: running the target again resumes.
+# `snakemake train`: trains the model in stages on synthetic cohorts (and the lab's labelled scans,
+# when the settings name a manifest), then exports the last stage's best checkpoint for the study
+# run's `model:`. Each stage has a resumable run folder of its own (<run>/<stage>/) that is not a rule
+# output, so Snakemake never deletes it: running the target again resumes. A stage starts from the
+# checkpoint the one before it exported (the first from its `init`, by default the shipped model).
 
 
-rule train:
+rule train_stage:
     input:
+        previous=previous_stage_export,
         labelled=lambda wildcards: [config["training"]["settings"]["labelled"]]
         if config["training"]["settings"].get("labelled")
         else [],
     output:
-        multiext(f"{config['training']['model']}/", "config.json", "tokenizer.json", "model.safetensors", "MODEL_CARD.md"),
+        multiext(stage_export("{stage}") + "/", "config.json", "tokenizer.json", "model.safetensors", "MODEL_CARD.md"),
+    wildcard_constraints:
+        stage="|".join(config["training"]["stages"]),
     params:
         cli=VOXELPROMPT,
-        run=config["training"]["run"],
-        model=lambda wildcards, output: Path(output[0]).parent,
-        options=cli_options(config["training"]["settings"]),
+        run=lambda wildcards: f"{config['training']['run']}/{wildcards.stage}",
+        export=lambda wildcards, output: Path(output[0]).parent,
+        options=lambda wildcards: cli_options(stage_settings(wildcards.stage)),
     log:
-        paths.study_log("train"),
+        paths.study_log("train-{stage}"),
     threads: job_resources("train")["threads"]
     resources:
         mem_mb=job_resources("train")["mem_mb"],
         runtime=job_resources("train")["runtime"],
         gpu=job_resources("train")["gpu"],
     shell:
-        "{params.cli} train --out {params.run:q} {params.options} --threads {threads}"
-        " --export {params.model:q} > {log:q} 2>&1"
+        "{params.cli} train --stage {wildcards.stage} --out {params.run:q} {params.options} --threads {threads}"
+        " --export {params.export:q} > {log:q} 2>&1"
+
+
+rule train:
+    input:
+        stage_export(list(config["training"]["stages"])[-1]) + "/model.safetensors",
+    output:
+        multiext(f"{config['training']['model']}/", "config.json", "tokenizer.json", "model.safetensors", "MODEL_CARD.md"),
+    params:
+        cli=VOXELPROMPT,
+        stage=lambda wildcards, input: Path(input[0]).parent,
+        model=lambda wildcards, output: Path(output[0]).parent,
+    log:
+        paths.study_log("train"),
+    shell:
+        "{params.cli} export-model --model {params.stage:q} --out {params.model:q} > {log:q} 2>&1"

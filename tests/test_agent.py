@@ -5,6 +5,7 @@ the hidden states of a full pass, and a subject's encoding is computed once per 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -14,11 +15,13 @@ import torch
 from voxelprompt.agent import Agent, ModelVision, Result
 from voxelprompt.model import tokens
 from voxelprompt.model.config import PRESETS
+from voxelprompt.model.decoding import CachedDecoder
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.tokens import mark_vision_calls, text_of
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
 from voxelprompt.runtime.measures import MeasureError, Scan
+from voxelprompt.tasks.values import segment_targets
 from voxelprompt.volume import Volume
 
 TEST = PRESETS["test"]
@@ -100,8 +103,8 @@ def test_random_model_runs_deterministically(tokenizer, scans):
 @pytest.mark.parametrize("max_steps", [1, 2])
 def test_random_model_respects_max_steps(tokenizer, scans, max_steps, monkeypatch):
     model = _model(tokenizer, seed=3)
-    agent = Agent(model, max_steps=max_steps, max_step_tokens=8)
-    # a model that never stops: every step is `x = 1`
+    # a model that never stops: every step is `x = 1` (a literal, which only unconstrained decoding writes)
+    agent = Agent(model, max_steps=max_steps, max_step_tokens=8, constrained=False)
     queue = _script(model, ["x = 1"] * (max_steps + 2))
     _follow(monkeypatch, model, queue)
     result = agent.run("volume?", scans)
@@ -125,9 +128,10 @@ def test_zero_steps_or_tokens_are_refused_when_the_agent_is_made(tokenizer):
 def test_a_prompt_longer_than_the_context_fails_at_once_without_running_the_model(tokenizer, scans, monkeypatch):
     model = _model(tokenizer)
     calls = []
-    monkeypatch.setattr(model, "hidden", lambda *args, **kwargs: calls.append(1))
+    agent = Agent(model)
+    monkeypatch.setattr(agent.decoder, "feed", lambda *args, **kwargs: calls.append(1))
     prompt = "volume of the left hippocampus " * 2_000  # 62,000 characters
-    result = Agent(model).run(prompt, scans)
+    result = agent.run(prompt, scans)
     assert not result.ok and result.steps == [] and calls == []
     assert "context is full" in result.error and f"{TEST.agent.max_positions:,}" in result.error
     assert "hippocampus" not in result.error  # the prompt is not repeated
@@ -137,11 +141,48 @@ def test_a_step_that_fills_the_context_ends_the_run_with_an_error(tokenizer, sca
     """Feedback counts against the context: once it is full, the run stops with an error row."""
     model = _model(tokenizer)
     _follow(monkeypatch, model, _script(model, ['x = 1\nread(x)'] * 4))
-    agent = Agent(model, max_steps=4)
+    agent = Agent(model, max_steps=4, constrained=False)
     limited = replace(model.config, agent=replace(model.config.agent, max_positions=60))
     monkeypatch.setattr(model, "config", limited)
     result = agent.run("volume?", scans)
     assert not result.ok and "context is full" in result.error
+
+
+PROMPTS = ("what is the volume of the left hippocampus?", "segment the brain", "mean FLAIR intensity of the thalamus",
+           "how did the ventricles change?")
+
+
+def test_constrained_decoding_writes_only_valid_steps(tokenizer, scans):
+    """Random weights write random code; constrained, every step they end is valid: names defined,
+    calls with the arguments their functions take, targets and contrasts of the vocabulary, a mark
+    after each vision call, nothing after stop(). Unconstrained, the same weights write invalid code."""
+    model = _model(tokenizer, seed=5)
+    checker_errors = ("not defined", "syntax error", "is a function", "argument", "latent features", "no scan with")
+
+    def errors_of(agent: Agent) -> list[str]:
+        found = []
+        for prompt in PROMPTS:
+            result = agent.run(prompt, scans)
+            environment = Environment(Library(scans).functions())
+            ended = result.steps[:-1] if "did not end within" in result.error else result.steps
+            for step in ended:
+                checked = environment.check(step)
+                found += [] if checked.ok else [checked.error]
+            found += [result.error] if any(e in result.error for e in checker_errors) else []
+        return found
+
+    constrained = Agent(model, max_steps=3, max_step_tokens=96)
+    assert errors_of(constrained) == []
+    for prompt in PROMPTS:
+        for step in constrained.run(prompt, scans).steps:
+            assert "stop()" not in step or step.rstrip().endswith("stop()")
+            for target in re.findall(r'segment\([^,]+, "([^"]*)"\)', step):
+                assert target in segment_targets()
+            for contrast in re.findall(r'select\("([^"]*)"', step):
+                assert contrast in {"T1w", "FLAIR"}
+    unconstrained = Agent(model, max_steps=3, max_step_tokens=96, constrained=False)
+    environment = Environment(Library(scans).functions())
+    assert any(not environment.check(step).ok for prompt in PROMPTS for step in unconstrained.run(prompt, scans).steps)
 
 
 # --- scripted decoding -----------------------------------------------------------------------------
@@ -172,7 +213,7 @@ def test_a_failed_step_withdraws_what_it_reported(tokenizer, scans, monkeypatch)
                'respond("done")\nnot_a_function()')
     queue = _script(model, [PROGRAM[0], failing, PROGRAM[1]])
     _follow(monkeypatch, model, queue)
-    result = Agent(model).run("how large is the brain?", scans)
+    result = Agent(model, constrained=False).run("how large is the brain?", scans)
     assert queue == [] and result.ok
     assert [m.name for m in result.metrics] == ["volume of the brain"]
     assert len(result.responses) == 1 and result.responses[0].startswith("volume of the brain: ")
@@ -242,7 +283,8 @@ def test_vision_call_without_latent(tokenizer, scans, monkeypatch):
     assert not feedback.ok and "MeasureError" in feedback.error and "vision call" in feedback.error
 
     # and through the agent: a step that calls encode without writing <MOD> reads the error and goes on
-    agent = Agent(model)
+    # (only unconstrained decoding can write such a step: the step checker makes the mark compulsory)
+    agent = Agent(model, constrained=False)
     fed = _record(monkeypatch, agent, "_feed")
     _follow(monkeypatch, model, _script(model, ["e = encode(scans())\nread(e)", "stop()"], marked=False))
     result = agent.run("volume?", scans)
@@ -302,7 +344,7 @@ def test_special_token_text_in_feedback_does_not_shift_encodings(tokenizer, scan
              + _script(model, ["stop()"]))
     _follow(monkeypatch, model, queue)
     embedded = _record(monkeypatch, model, "embed")
-    result = Agent(model).run("volume?", scans)
+    result = Agent(model, constrained=False).run("volume?", scans)  # read("...") of a literal is unconstrained only
     assert result.ok and result.steps[0] == 'e = encode(scans())\nread("<ENC>")\nread(e)'
     feedback = [(args[0][0].tolist(), args[1] if len(args) > 1 else {}) for args, _, _ in embedded
                 if args[0][0, 0] == model.special[tokens.FEEDBACK]]
@@ -330,3 +372,24 @@ def test_scans_finer_than_the_working_spacing_are_encoded_coarser_and_masks_come
     assert tuple(images.shape[2:]) == (12, 10, 6) and tuple(spacing) == (2.0, 2.0, 5.0)  # thick slices stay
     assert mask.grid.is_same(fine.volume.grid) and mask.array.dtype == np.uint8
     assert set(np.unique(mask.array)) <= {0, 1}
+
+
+def test_the_cached_decoder_gives_the_hidden_states_of_transformers(tokenizer):
+    """Fed in pieces of any length, the inference decoder's hidden states are those of one pass of
+    the `transformers` model over the whole sequence."""
+    torch.manual_seed(7)
+    config = replace(TEST, agent=replace(TEST.agent, layers=2, hidden=64, heads=4, ffn=96, max_positions=64))
+    model = VoxelPromptModel(config, tokenizer).eval()
+    ids = torch.randint(0, tokenizer.get_vocab_size(), (1, 40))
+    with torch.no_grad():
+        full, _ = model.hidden(model.embed(ids))
+    decoder = CachedDecoder(model.agent, config.agent.max_positions)
+    for _ in range(2):  # a reset starts a new sequence in the same buffers
+        decoder.reset()
+        pieces, start = [], 0
+        for count in (10, 1, 1, 5, 23):
+            pieces.append(decoder.feed(model.embed(ids[:, start:start + count])[0]))
+            start += count
+        torch.testing.assert_close(torch.cat(pieces), full[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="64 positions"):
+        decoder.feed(model.embed(torch.zeros((1, 25), dtype=torch.long))[0])

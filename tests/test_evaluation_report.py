@@ -76,7 +76,8 @@ def characterisation_table() -> pd.DataFrame:
 def run(source: str, family: str, task: str, example: int, exact: bool, equivalent: bool,
         dice: float = float("nan"), correct: bool | None = None) -> dict:
     return {"source": source, "family": family, "task": task, "example": example, "prompt": f"{task} {example}",
-            "program_exact": exact, "execution_equivalent": equivalent, "finished": equivalent, "mask_dice": dice,
+            "program_exact": exact, "execution_equivalent": equivalent, "targets_correct": equivalent,
+            "finished": equivalent, "mask_dice": dice,
             "answer_expected": None if correct is None else "yes", "answer_produced": None if correct is None else
             ("yes" if correct else "no"), "answer_correct": correct, "seconds": 2.0 + example}
 
@@ -327,7 +328,7 @@ def test_summary_holds_the_numbers():
     assert "Used 35 Dice values: subjects per set held-out synthetic: 4, real scan (fsaverage T1w): 1" in text
     assert "| enhancement | 10 | 0.700 | 0.300 | 0.500 | 0.400 | 0.219 |" in text
     assert "Used 28 answers to 14 examples in 2 tasks" in text
-    assert "| characterisation | 3 | 0.667 | 0.667 | 0.667 | 3 | 0.667 | 0 | – |" in text
+    assert "| characterisation | 3 | 0.667 | 0.667 | 0.667 | 0.667 | 3 | 0.667 | 0 | – |" in text
     assert "| held-out | volume | 4 | 1 | 3 | 0.100 | 0.117 |" in text
     assert "| segmentation | 3 | 1.000 | 0.000 | 1.000 | 0.667 | 1.000 |" in text
     assert text.index("## Segmentation") < text.index("## Pathology") < text.index("## Programs") \

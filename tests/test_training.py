@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +19,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from voxelprompt.model import tokens
+from voxelprompt.agent import Agent
+from voxelprompt.model import SHIPPED_MODEL, tokens
 from voxelprompt.model import episode as episodes
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.objective import Objective
 from voxelprompt.tasks.catalogue import catalogue
-from voxelprompt.tasks.sampling import example_for
+from voxelprompt.tasks.sampling import example_for, sample_example
+from voxelprompt.tasks.truth import GroundTruthVision
 from voxelprompt.tasks.subjects import Requirements, synthesize
-from voxelprompt.train import LOG_COLUMNS, Settings, State, _load_optimiser, _save, cropped
+from voxelprompt.train import LOG_COLUMNS, Settings, State, _load_optimiser, _save, cropped, initial_model
 
 TEST = PRESETS["test"]
 STEPS = ['e1 = encode([select("T1w")])\ne2 = encode(scans())\nread(e1)\nread(e2)',
@@ -313,3 +316,71 @@ def test_rank_zeros_halving_and_early_stop_are_taken_by_every_process(subject, t
     assert [int(r["step"]) for r in _rows(out)] == [1, 2]
     state = json.loads((out / "latest" / "training_state.json").read_text())["state"]
     assert state["step"] == 2 and state["halvings"] == 1 and state["learning_rate"] == 0.0
+
+
+# --- the program writer: what training teaches is what inference writes ------------------------------
+
+OVERFIT_TASKS = ("segment-anatomy", "volume", "mean-intensity", "lesion-growth")
+
+
+def test_a_memorised_program_is_written_back_exactly_by_the_inference_loop(tokenizer, anatomy_cache):
+    """A model trained until it has memorised a handful of episodes writes each of their programs
+    exactly through `Agent.run`: training and inference lay out the prompt, the scans' metadata, the
+    code, the marks and the feedback the same way. Ground truth answers the vision calls on both sides,
+    and the encodings keep their slot's own embedding, as in text-only training."""
+    rng = np.random.default_rng(4)
+    examples = [sample_example(rng, name, spacing_mm=4.0) for name in OVERFIT_TASKS]
+    batch = []
+    for example in examples:
+        scans = list(example.subject.scans)
+        feedback, _ = episodes._run(example.program, scans, GroundTruthVision(example.subject))
+        batch.append(episodes.build(tokenizer, example.prompt, scans, example.program, feedback))
+    torch.manual_seed(0)
+    config = replace(TEST, agent=replace(TEST.agent, layers=2, hidden=64, heads=4, ffn=128))
+    model = VoxelPromptModel(config, tokenizer)
+    objective = Objective(model)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(400):
+        optimiser.zero_grad()
+        losses = objective(batch, None)
+        if losses.correct == losses.tokens:
+            break
+        losses.total.backward()
+        optimiser.step()
+    assert losses.correct == losses.tokens, "the episodes were not memorised"
+    for constrained in (True, False):
+        agent = Agent(model, constrained=constrained)
+        for example in examples:
+            result = agent.run(example.prompt, example.subject.scans, vision=GroundTruthVision(example.subject))
+            assert result.ok and result.steps == example.program, (constrained, example.task.name, result.steps)
+
+
+def test_the_agent_stage_trains_the_writer_alone_and_validates_programs(tokenizer, subject, tmp_path):
+    torch.manual_seed(2)
+    start = VoxelPromptModel(TEST, tokenizer).save_pretrained(tmp_path / "start")
+    out = tmp_path / "run"
+    _train(out, 2, flags=[*TRAIN_FLAGS, "--stage", "agent", "--validation-programs", "2", "--init", str(start)])
+    rows = _rows(out)
+    assert all(r["dice"] == "" for r in rows)  # no imaged episode
+    for column in ("validation_exact", "validation_equivalent", "validation_targets", "validation_finished"):
+        assert rows[0][column] == "" and 0.0 <= float(rows[1][column]) <= 1.0
+    # the writer learnt; the vision networks are untouched, for the text-only loss never reaches them
+    before = load_file(str(start / "model.safetensors"))
+    after = load_file(str(out / "latest" / "model.safetensors"))
+    assert all(torch.equal(before[name], after[name]) for name in before if name.startswith("vision."))
+    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("agent."))
+
+
+def test_a_run_without_checkpoint_starts_from_the_given_weights(tokenizer, tmp_path):
+    torch.manual_seed(1)
+    start = VoxelPromptModel(TEST, tokenizer).save_pretrained(tmp_path / "start")
+    model = initial_model(Settings(out="", preset="test", init=str(start)), torch.device("cpu"))
+    for (name, a), b in zip(model.state_dict().items(), VoxelPromptModel.from_pretrained(start).state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+    # the shipped model is the start of its own preset's runs, and of no other preset's
+    shipped = initial_model(Settings(out="", preset="cpu"), torch.device("cpu"))
+    assert shipped.tokenizer.to_str() == VoxelPromptModel.from_pretrained(SHIPPED_MODEL).tokenizer.to_str()
+    assert initial_model(Settings(out="", preset="test", tokenizer_episodes=50, vocab_size=512),
+                         torch.device("cpu")).config == TEST
+    with pytest.raises(ValueError, match="preset"):
+        initial_model(Settings(out="", preset="cpu", init=str(start)), torch.device("cpu"))

@@ -422,16 +422,22 @@ TINY_TRAINING = ("preset: test, tokenizer_episodes: 100, vocab_size: 512, valida
 
 
 def _training(steps: int) -> str:
-    return f"training={{run: runs/tiny, model: models/tiny, settings: {{{TINY_TRAINING}, steps: {steps}}}}}"
+    return (f"training={{run: runs/tiny, model: models/tiny, settings: {{{TINY_TRAINING}}}, stages: "
+            f"{{agent: {{steps: 2, text_batch: 2, validate_every: 2, validation_programs: 1}}, joint: {{steps: {steps}}}}}}}")
 
 
 def test_train_and_evaluate_are_separate_targets(workdir):
     study = snakemake(workdir, "-n")
     assert "train" not in _job_counts(study.stdout) and "evaluate" not in _job_counts(study.stdout)
     training = snakemake(workdir, "-n", "-p", "train")
-    assert _job_counts(training.stdout) == {"train": 1, "total": 1}
-    assert "voxelprompt train --out runs/voxelprompt --preset cpu" in training.stdout
-    assert "--export models/voxelprompt" in training.stdout
+    assert _job_counts(training.stdout) == {"train_stage": 2, "train": 1, "total": 3}
+    # the agent stage first, from the shipped model; the joint stage from what the agent stage exported
+    agent = next(line for line in training.stdout.splitlines() if "train --stage agent" in line)
+    joint = next(line for line in training.stdout.splitlines() if "train --stage joint" in line)
+    assert "--out runs/voxelprompt/agent --preset cpu" in agent and "--init" not in agent
+    assert "--export runs/voxelprompt/exported/agent" in agent
+    assert "--init runs/voxelprompt/exported/agent" in joint and "--export runs/voxelprompt/exported/joint" in joint
+    assert "export-model --model runs/voxelprompt/exported/joint --out models/voxelprompt" in training.stdout
     evaluation = snakemake(workdir, "-n", "-p", "evaluate", "--config",
                            "evaluation={settings: {per_task: 1, real_scan: false}}")
     assert _job_counts(evaluation.stdout) == {"evaluate": 1, "total": 1}
@@ -440,12 +446,14 @@ def test_train_and_evaluate_are_separate_targets(workdir):
     assert all(option in command for option in ("--per-task 1 ", "--steps 15 ", "--no-real-scan ", "--out-dir results/evaluation"))
     # evaluating the trained model plans its training first
     chained = snakemake(workdir, "-n", "evaluate", "--config", "evaluation={model: models/voxelprompt}")
-    assert _job_counts(chained.stdout) == {"evaluate": 1, "train": 1, "total": 2}
+    assert _job_counts(chained.stdout) == {"evaluate": 1, "train_stage": 2, "train": 1, "total": 4}
 
 
 def test_an_unknown_training_option_is_refused_by_the_schema(workdir):
     result = snakemake(workdir, "-n", "train", "--config", "training={settings: {out: elsewhere}}")
     assert result.returncode != 0 and "'out'" in result.stdout + result.stderr
+    result = snakemake(workdir, "-n", "train", "--config", "training={stages: {vision: {}}}")
+    assert result.returncode != 0 and "'vision'" in result.stdout + result.stderr
 
 
 @pytest.mark.slow  # two trainings through Snakemake; resuming itself is test_training.py::test_train_resumes
@@ -454,10 +462,11 @@ def test_train_exports_a_model_and_running_it_again_resumes_the_run(workdir):
     assert first.returncode == 0, first.stderr[-3000:]
     exported = VoxelPromptModel.from_pretrained(workdir / "models/tiny")
     assert exported.config.preset == "test"
-    # More steps: Snakemake reruns the job (its options changed) and training continues from step 2.
+    assert list(pd.read_csv(workdir / "runs/tiny/agent/log.csv")["step"]) == [1, 2]
+    # More steps: Snakemake reruns the joint stage (its options changed), which continues from step 2.
     second = snakemake(workdir, "train", "--cores", "2", "--config", _training(3))
     assert second.returncode == 0, second.stderr[-3000:]
-    log = pd.read_csv(workdir / "runs/tiny/log.csv")
+    log = pd.read_csv(workdir / "runs/tiny/joint/log.csv")
     assert list(log["step"]) == [1, 2, 3]
     assert (workdir / "models/tiny/model.safetensors").is_file()
 

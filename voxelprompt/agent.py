@@ -1,8 +1,11 @@
 """Inference (paper Figure 2): the agent writes a step of code, the sandbox runs it, what it read is
 fed back, and so on until the code calls `stop()` or the step limit is reached.
 
-Decoding is greedy with a key-value cache, so the same model, prompt and scans always give the same
-program. Each `<MOD>` the agent writes yields the latent features of the vision call it follows;
+Decoding is greedy with a key-value cache (`model.decoding`), so the same model, prompt and scans always give the same
+program. It is constrained (`runtime.steps`): a token is taken only if the step's text with it can
+still become a valid step, so every name the code uses is assigned, every call has the arguments its
+function takes, every target is one the vision networks know, every contrast, session and date is one
+of the subject's, and nothing follows `stop()`. The most likely token that passes is taken. Each `<MOD>` the agent writes yields the latent features of the vision call it follows;
 `ModelVision` hands them to the networks in the order the calls run. Without encoder steering (the
 `cpu` preset) a subject's encoding depends only on its scans, and is computed once for all prompts.
 Scans finer than the model's working spacing are encoded on a coarser grid (`inputs.working_grid`),
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from voxelprompt.model import tokens
+from voxelprompt.model.decoding import CachedDecoder
 from voxelprompt.model.episode import feedback_pieces, prefix_pieces
 from voxelprompt.model.inputs import on_working_grid, stacked, working_grid
 from voxelprompt.model.joint import VoxelPromptModel
@@ -26,11 +30,13 @@ from voxelprompt.model.vision import Encoded
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library, Metric
 from voxelprompt.runtime.measures import MeasureError, Scan
-from voxelprompt.runtime.vision import Encoding
+from voxelprompt.runtime.steps import MARK, Status, StepChecker
+from voxelprompt.runtime.vision import Encoding, Vision
 from voxelprompt.volume import Grid, Volume
 
 MAX_STEPS = 8
 MAX_STEP_TOKENS = 512
+CANDIDATES = 16  # tokens checked in order of likelihood before every token is considered
 # Tokens the agent never writes in code: they are given by the loop.
 GIVEN = (tokens.PAD, tokens.PROMPT, tokens.SCANS, tokens.CODE, tokens.FEEDBACK, tokens.END_FEEDBACK, tokens.PHI,
          tokens.ENC)
@@ -108,27 +114,51 @@ class ModelVision:
         return self.latents.pop(0)
 
 
+def vocabularies(scans: Sequence[Scan]) -> dict[tuple[str, int], frozenset[str]]:
+    """The strings that name things in a program about these scans (see `runtime.steps`)."""
+    from voxelprompt.tasks.values import segment_targets
+
+    sessions = frozenset(s.session for s in scans)
+    return {("segment", 1): segment_targets(), ("select", 0): frozenset(s.modality for s in scans),
+            ("select", 1): sessions, ("select", 2): frozenset(s.date for s in scans), ("scans", 0): sessions}
+
+
 class Agent:
-    def __init__(self, model: VoxelPromptModel, max_steps: int = MAX_STEPS, max_step_tokens: int = MAX_STEP_TOKENS):
+    """Writes and runs a program for a prompt. `constrained=False` decodes without the step checker
+    (to measure what the constraint adds)."""
+
+    def __init__(self, model: VoxelPromptModel, max_steps: int = MAX_STEPS, max_step_tokens: int = MAX_STEP_TOKENS,
+                 constrained: bool = True):
         if max_steps < 1 or max_step_tokens < 1:
             raise ValueError("the agent needs at least one step of at least one token")
         self.model = model.eval()
         self.max_steps = max_steps
         self.max_step_tokens = max_step_tokens
+        self.constrained = constrained
+        self.decoder = CachedDecoder(model.agent, model.config.agent.max_positions)
         vocabulary = model.tokenizer.get_vocab_size()
         self.forbidden = torch.zeros(vocabulary, dtype=torch.bool, device=model.device)
         self.forbidden[[model.special[t] for t in GIVEN]] = True
+        # Each token's text as the step checker reads it; None for tokens no code may hold.
+        self.pieces: list[str | None] = [model.tokenizer.decode([i], skip_special_tokens=False) for i in range(vocabulary)]
+        for name, token in model.special.items():
+            self.pieces[token] = MARK if name == tokens.MOD else None
+        self.pieces = [None if piece is not None and "\ufffd" in piece else piece for piece in self.pieces]
 
     @torch.no_grad()
-    def run(self, prompt: str, scans: Sequence[Scan], cache: dict | None = None) -> Result:
+    def run(self, prompt: str, scans: Sequence[Scan], cache: dict | None = None, vision: Vision | None = None) -> Result:
         """Answer one prompt about one subject's co-registered scans. Pass the same `cache` for every
-        prompt of a subject to reuse its encoding."""
+        prompt of a subject to reuse its encoding. `vision` replaces the model's vision networks (e.g.
+        by ground truth, to score the program writer alone); its encodings reach the agent as the
+        encoding slot's own embedding, as in text-only training."""
         started = time.perf_counter()
         result = Result(prompt)
-        vision = ModelVision(self.model, cache)
+        vision = vision if vision is not None else ModelVision(self.model, cache)
         library = Library(list(scans), vision)
         environment = Environment(library.functions())
-        self._past, self._last, self._length = None, None, 0
+        self._checker = StepChecker(environment.functions, vocabularies(scans)) if self.constrained else None
+        self.decoder.reset()
+        self._last, self._length = None, 0
         try:
             self._answer(prompt, scans, result, vision, library, environment)
         except ContextFull as error:
@@ -142,8 +172,16 @@ class Agent:
         """The loop of steps, filling `result`; raises ContextFull when the context runs out."""
         self._feed(prefix_pieces(prompt, scans))
         for _ in range(self.max_steps):
-            code, latents = self._write_step()
-            vision.latents = latents
+            if self._checker is not None:
+                self._checker.assigned(environment.namespace)
+            code, latents, ended = self._write_step()
+            if not ended:
+                # A step cut off at the token limit is not what the agent meant: it is not run.
+                result.steps.append(code)
+                result.error = f"the agent's step did not end within {self.max_step_tokens} tokens"
+                return
+            if isinstance(vision, ModelVision):
+                vision.latents = latents
             before = len(library.reads)
             library.step = len(result.steps)
             given = (len(library.metrics), len(library.responses), dict(library.outputs))
@@ -169,22 +207,31 @@ class Agent:
         model = self.model
         ids = torch.tensor(tokens.ids_of(model.tokenizer, pieces), device=model.device)[None]
         self._grow(ids.shape[1])
-        embeddings = [value.features.embeddings for value in read if isinstance(value, Encoding)]
+        # One <ENC> slot per scan of each encoding read, in order; an encoding without the networks'
+        # features (ground truth) leaves its slots with the token's own embedding.
+        embeddings = [scan_embedding if isinstance(value.features, Features) else None
+                      for value in read if isinstance(value, Encoding)
+                      for scan_embedding in (value.features.embeddings if isinstance(value.features, Features)
+                                             else [None] * len(value.scans))]
         slots = (ids[0] == model.special[tokens.ENC]).nonzero().flatten().tolist()
-        spliced = dict(zip(slots, torch.cat(embeddings))) if embeddings else {}
-        hidden, self._past = model.hidden(model.embed(ids, spliced), past=self._past, use_cache=True)
-        self._last = hidden[0, -1]
+        spliced = {slot: embedding for slot, embedding in zip(slots, embeddings) if embedding is not None}
+        self._last = self.decoder.feed(model.embed(ids, spliced)[0])[-1]
 
-    def _write_step(self) -> tuple[str, list[torch.Tensor]]:
-        """Greedy decoding of one step; the hidden state at each <MOD> gives phi, and <PHI> follows it."""
+    def _write_step(self) -> tuple[str, list[torch.Tensor], bool]:
+        """Greedy decoding of one step: its code, the latent features of its vision calls (the hidden
+        state at each <MOD>, which <PHI> follows), and whether the step ended within the token limit."""
         model = self.model
         self._feed([tokens.Special(tokens.CODE)])
-        written, latents = [], []
+        written, latents, text, ended = [], [], "", False
         for _ in range(self.max_step_tokens):
             logits = model.logits(self._last).masked_fill(self.forbidden, float("-inf"))
-            token = int(logits.argmax())
+            token = int(logits.argmax()) if self._checker is None else self._allowed_best(logits, text)
+            if token is None:
+                break  # no token continues a valid step (cannot happen with a complete vocabulary)
+            text += self.pieces[token] or ""
             if token == model.special[tokens.END_STEP]:
                 self._feed_id(token)
+                ended = True
                 break
             written.append(token)
             self._feed_id(token)
@@ -192,14 +239,27 @@ class Agent:
                 latents.append(model.phi(self._last))
                 self._feed_id(model.special[tokens.PHI])
         text = model.tokenizer.decode(written, skip_special_tokens=False)
-        return tokens.unmark(text), latents
+        return tokens.unmark(text), latents, ended
+
+    def _allowed_best(self, logits: torch.Tensor, text: str) -> int | None:
+        """The most likely token with which the step's text can still become a valid step; the end of
+        the step only where the text is a valid step."""
+        end = self.model.special[tokens.END_STEP]
+        order = torch.topk(logits, CANDIDATES).indices.tolist()
+        for candidates in (order, torch.argsort(logits, descending=True).tolist()):
+            for token in candidates:
+                if token == end:
+                    if text and self._checker.check(text) is Status.COMPLETE:
+                        return token
+                elif self.pieces[token] is not None and self._checker.check(text + self.pieces[token]) is not Status.INVALID:
+                    return token
+        return None
 
     def _feed_id(self, token: int) -> None:
         model = self.model
         self._grow(1)
         ids = torch.tensor([[token]], device=model.device)
-        hidden, self._past = model.hidden(model.embed(ids), past=self._past, use_cache=True)
-        self._last = hidden[0, -1]
+        self._last = self.decoder.feed(model.embed(ids)[0])[-1]
 
     def _grow(self, count: int) -> None:
         """Count tokens into the context, refusing to pass the model's configured positions: a long

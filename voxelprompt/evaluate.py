@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
@@ -44,6 +45,7 @@ from voxelprompt.tasks.catalogue import Task, catalogue, task
 from voxelprompt.tasks.grammar import grammar
 from voxelprompt.tasks.sampling import MAX_ATTEMPTS, Example, Execution, execute, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
+from voxelprompt.tasks.truth import GroundTruthVision
 
 EVALUATION_SEED = 2_000_003  # training draws from [seed, rank, step], validation from 1_000_003
 PARAPHRASE_STREAM = 7  # paraphrase subjects draw from [seed, 7, paraphrase, attempt]
@@ -64,8 +66,8 @@ QUANTITY_OF_TASK = {
     "asymmetry": "ratio", "volume-ratio": "ratio", "icv-normalised-volume": "ratio", "tumour-composition": "ratio",
 }
 
-EXAMPLE_COLUMNS = ("source", "family", "task", "example", "prompt", "program_exact", "execution_equivalent", "finished",
-                   "mask_dice", "answer_expected", "answer_produced", "answer_correct", "seconds")
+EXAMPLE_COLUMNS = ("source", "family", "task", "example", "prompt", "program_exact", "execution_equivalent",
+                   "targets_correct", "finished", "mask_dice", "answer_expected", "answer_produced", "answer_correct", "seconds")
 METRIC_COLUMNS = ("source", "family", "task", "example", "metric", "quantity", "unit", "expected", "produced",
                   "relative_error")
 
@@ -73,7 +75,7 @@ METRIC_COLUMNS = ("source", "family", "task", "example", "metric", "quantity", "
 class Runner(Protocol):
     """What answers prompts: the agent, or a stand-in for it in tests."""
 
-    def run(self, prompt: str, scans: Sequence[Scan], cache: dict | None = None) -> Result: ...
+    def run(self, prompt: str, scans: Sequence[Scan], cache: dict | None = None, vision=None) -> Result: ...
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,22 +109,24 @@ def held_out_examples(per_task: int, seed: int = EVALUATION_SEED, spacing_mm: fl
 # --- scoring -----------------------------------------------------------------------------------------
 
 def score_examples(model: VoxelPromptModel | None, examples: Iterable[tuple[int, Example]], source: str,
-                   agent: Runner | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   agent: Runner | None = None, truth_vision: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The agent (`Agent(model)` unless one is given) answers each example's prompt about its subject.
     Returns a table with one row per example (columns EXAMPLE_COLUMNS) and one with a row per number
     the ground truth of a number-answer example reports (METRIC_COLUMNS); `source` labels the rows
-    (e.g. "held-out", "paraphrase"). Raises if a ground-truth program fails: the example is broken,
-    and scoring the agent against it would mean nothing."""
+    (e.g. "held-out", "paraphrase"). With `truth_vision`, ground truth stands in for the vision
+    networks, so that only the program writer is scored. Raises if a ground-truth program fails: the
+    example is broken, and scoring the agent against it would mean nothing."""
     agent = agent if agent is not None else Agent(model)
     example_rows, metric_rows = [], []
     for number, example in examples:
-        row, metrics = _score_example(agent, number, example, source)
+        row, metrics = _score_example(agent, number, example, source, truth_vision)
         example_rows.append(row)
         metric_rows += metrics
     return _tables(example_rows, metric_rows)
 
 
-def _score_example(agent: Runner, number: int, example: Example, source: str) -> tuple[dict, list[dict]]:
+def _score_example(agent: Runner, number: int, example: Example, source: str,
+                   truth_vision: bool = False) -> tuple[dict, list[dict]]:
     """The example's row and its metric rows."""
     truth = execute(example.program, example.subject)
     if not truth.ok:
@@ -131,7 +135,10 @@ def _score_example(agent: Runner, number: int, example: Example, source: str) ->
         raise RuntimeError(f"the ground-truth program of task {example.task.name} (example {number}, "
                            f"{example.prompt!r}) does not run to the end: {why}")
     started = time.perf_counter()
-    result = agent.run(example.prompt, example.subject.scans)
+    if truth_vision:
+        result = agent.run(example.prompt, example.subject.scans, vision=GroundTruthVision(example.subject))
+    else:
+        result = agent.run(example.prompt, example.subject.scans)
     seconds = time.perf_counter() - started
     keys = {"source": source, "family": example.task.family, "task": example.task.name, "example": number}
     metrics = _metric_scores(example, truth, result) if example.task.answer["kind"] == "number" else []
@@ -152,6 +159,7 @@ def _example_scores(example: Example, truth: Execution, result: Result) -> dict:
     # in is not equivalent (its first attempt is part of what it wrote).
     equivalent = exact or (bool(result.steps) and same_execution(execute(result.steps, example.subject), truth))
     scores = {"prompt": example.prompt, "program_exact": exact, "execution_equivalent": equivalent,
+              "targets_correct": segmented(result.steps) == segmented(example.program),
               "finished": bool(result.ok), "mask_dice": math.nan,
               "answer_expected": None, "answer_produced": None, "answer_correct": None}
     # Images (masked, removed, cropped) follow from their masks: they are not scored twice.
@@ -177,6 +185,15 @@ def _metric_scores(example: Example, truth: Execution, result: Result) -> list[d
         rows.append({"metric": metric.name, "quantity": QUANTITY_OF_TASK[example.task.name], "unit": metric.unit,
                      "expected": float(metric.value), "produced": float(value), "relative_error": float(error)})
     return rows
+
+
+SEGMENT_CALL = re.compile(r'segment\(\s*\w+\s*,\s*"([^"]*)"\s*\)')
+
+
+def segmented(steps: Sequence[str]) -> list[str]:
+    """The targets a program segments, in the order it names them (target-name accuracy compares
+    these: the writer's most consequential choice)."""
+    return [target for step in steps for target in SEGMENT_CALL.findall(step)]
 
 
 def _same_steps(steps: Sequence[str], program: Sequence[str]) -> bool:

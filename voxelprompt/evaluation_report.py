@@ -73,7 +73,7 @@ INPUT_COLUMNS = {
     "segmentation": ("set", "subject", "target", "target_kind", "method", "dice"),
     "characterisation": ("task", "example", "method", "expected", "predicted", "correct"),
     "examples": ("source", "family", "task", "example", "prompt", "program_exact", "execution_equivalent",
-                 "finished", "mask_dice", "answer_expected", "answer_produced", "answer_correct", "seconds"),
+                 "targets_correct", "finished", "mask_dice", "answer_expected", "answer_produced", "answer_correct", "seconds"),
     "metrics": ("source", "family", "task", "example", "metric", "quantity", "unit", "expected", "produced",
                 "relative_error"),
 }
@@ -281,7 +281,8 @@ def characterisation_accuracy(characterisation: pd.DataFrame) -> pd.DataFrame:
 
 def program_summary(examples: pd.DataFrame) -> pd.DataFrame:
     """Per source and task family (and "all families"): how many runs, the share whose program is
-    the expected one exactly, that is equivalent when executed, that finished; the accuracy of the
+    the expected one exactly, that is equivalent when executed, that segments the expected targets,
+    that finished; the accuracy of the
     chosen answers and the mean Dice of the masks, each over the runs that have one."""
     examples = _table(examples, "examples")
     rows = []
@@ -293,6 +294,7 @@ def program_summary(examples: pd.DataFrame) -> pd.DataFrame:
             rows.append({"source": source, "family": family, "examples": len(runs),
                          "program_exact": _rate(runs["program_exact"]),
                          "execution_equivalent": _rate(runs["execution_equivalent"]),
+                         "targets_correct": _rate(runs["targets_correct"]),
                          "finished": _rate(runs["finished"]),
                          "answers": int(runs["answer_correct"].notna().sum()),
                          "answer_accuracy": _rate(runs["answer_correct"]),
@@ -300,7 +302,7 @@ def program_summary(examples: pd.DataFrame) -> pd.DataFrame:
                          "mean_mask_dice": _mean(runs["mask_dice"]),
                          "median_seconds": float(pd.to_numeric(runs["seconds"], errors="coerce").median())})
     return pd.DataFrame(rows, columns=["source", "family", "examples", "program_exact", "execution_equivalent",
-                                       "finished", "answers", "answer_accuracy", "masks", "mean_mask_dice",
+                                       "targets_correct", "finished", "answers", "answer_accuracy", "masks", "mean_mask_dice",
                                        "median_seconds"])
 
 
@@ -639,10 +641,10 @@ def _programs_section(examples: pd.DataFrame) -> list[str]:
     counts = ", ".join(f"{sources[source]} {source}" for source in _ordered(examples["source"], SOURCES))
     lines += [f"Used {len(examples)} agent runs: {counts}.", "",
               "Rates over the runs of each family: program identical to the expected one, program equivalent "
-              "when executed, run finished; answer accuracy over the runs with a chosen answer and mean Dice over "
+              "when executed, the targets it segments are the expected ones, run finished; answer accuracy over the runs with a chosen answer and mean Dice over "
               "those with a mask.", ""]
     summary = program_summary(examples)
-    header = ["family", "runs", "program exact", "execution equivalent", "finished", "answers", "answer accuracy",
+    header = ["family", "runs", "program exact", "execution equivalent", "targets", "finished", "answers", "answer accuracy",
               "masks", "mean mask Dice"]
     for source in _ordered(summary["source"], SOURCES):
         # Run times stay in the table (examples.parquet): they are the machine's, not the model's.

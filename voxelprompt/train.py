@@ -36,24 +36,31 @@ from torch.utils.data import DataLoader, IterableDataset
 from voxelprompt import labelled as labelled_scans
 from voxelprompt.io import atomic_output, write_text
 from voxelprompt.model import episode as episodes
+from voxelprompt.model import SHIPPED_MODEL
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel, device_for
 from voxelprompt.model.objective import Objective
 from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
 from voxelprompt.synth import labels
 from voxelprompt.tasks.catalogue import catalogue
-from voxelprompt.tasks.sampling import example_for
+from voxelprompt.tasks.sampling import example_for, sample_example
 from voxelprompt.tasks.subjects import TaskSubject, synthesize
 from voxelprompt.tasks.values import NoValue
 
 LOG_COLUMNS = ("step", "seconds", "learning_rate", "loss", "code_loss", "token_accuracy", "dice", "validation_loss",
-               "validation_token_accuracy", "validation_dice")
+               "validation_token_accuracy", "validation_dice", "validation_exact", "validation_equivalent",
+               "validation_targets", "validation_finished")
+STAGES = ("agent", "joint")
 VALIDATION_SEED = 1_000_003  # never used for training examples
 
 
 @dataclass
 class Settings:
     out: str
+    # "agent": the program writer alone, on text-only episodes (no image work), validated by decoding
+    # held-out prompts through the inference loop; "joint": text-only episodes plus imaged ones that
+    # train the vision networks through phi (Eq. 2).
+    stage: str = "joint"
     preset: str = "cpu"
     steps: int = 20000
     seed: int = 0
@@ -70,6 +77,7 @@ class Settings:
     validate_every: int = 250
     validation_text: int = 64
     validation_imaged: int = 4
+    validation_programs: int = 26  # agent stage: held-out prompts decoded at each validation (cycling through the tasks)
     patience: int = 4  # validations without improvement before the learning rate halves
     halvings: int = 5  # stop early after this many halvings
     checkpoint_every: int = 50
@@ -79,6 +87,11 @@ class Settings:
     threads: int = 0  # torch threads (0: torch's default)
     labelled: str = ""  # manifest of the lab's labelled scans (voxelprompt/labelled.py); "": synthetic only
     labelled_fraction: float = 0.25  # of imaged episodes, when there is a manifest
+    rough_prompts: float = 0.5  # share of text-only prompts roughened as people type (tasks/roughen.py)
+    undated_scans: float = 0.15  # share of single-session text-only subjects without session labels or dates
+    # Weights to start from when the run folder holds no checkpoint: "shipped" (the packaged model,
+    # when its configuration is the preset's; else random weights), "random", or a checkpoint folder.
+    init: str = "shipped"
 
 
 @dataclass
@@ -102,6 +115,20 @@ def build_tokenizer(settings: Settings) -> Tokenizer:
         prompt, scans, steps, feedback = episodes.sample_text(tasks[number % len(tasks)], rng)
         texts += [text_of(episodes.prefix_pieces(prompt, scans)), *map(mark_vision_calls, steps), *map(text_of, feedback)]
     return train_tokenizer(texts, settings.vocab_size)
+
+
+def initial_model(settings: Settings, device: torch.device) -> VoxelPromptModel:
+    """The model a run starts from when its folder holds no checkpoint (see `Settings.init`)."""
+    if settings.init not in ("shipped", "random"):
+        model = VoxelPromptModel.from_pretrained(settings.init, device)
+        if model.config.to_dict() != replace(PRESETS[settings.preset], preset=model.config.preset).to_dict():
+            raise ValueError(f"{settings.init}: its configuration is not that of the {settings.preset!r} preset")
+        return model
+    if settings.init == "shipped":
+        shipped = json.loads((SHIPPED_MODEL / "config.json").read_text())
+        if shipped.get("preset") == settings.preset:
+            return VoxelPromptModel.from_pretrained(SHIPPED_MODEL, device)
+    return VoxelPromptModel(PRESETS[settings.preset], build_tokenizer(settings)).to(device)
 
 
 class ImagedEpisodes(IterableDataset):
@@ -224,7 +251,7 @@ def train(settings: Settings) -> Path:
         state = State(**saved["state"])
     else:
         torch.manual_seed(settings.seed)
-        model = VoxelPromptModel(PRESETS[settings.preset], build_tokenizer(settings)).to(device)
+        model = initial_model(settings, device)
     tokenizer = model.tokenizer
     objective = Objective(model, settings.dice_weight, settings.max_segmentations)
     trained = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True) if distributed else objective
@@ -234,6 +261,10 @@ def train(settings: Settings) -> Path:
 
     rng = np.random.default_rng([settings.seed, rank, state.step])
     tasks = list(catalogue().values())
+    if settings.stage not in STAGES:
+        raise ValueError(f"unknown stage {settings.stage!r}; stages: {', '.join(STAGES)}")
+    if settings.stage == "agent":
+        settings = replace(settings, imaged_every=0, validation_imaged=0)
     imaged = None
     if settings.imaged_every:
         dataset = ImagedEpisodes(tokenizer.to_str(), [settings.seed, rank, state.step, 1], settings.spacing_mm,
@@ -253,8 +284,8 @@ def train(settings: Settings) -> Path:
     started = time.perf_counter() - state.seconds
     while state.step < settings.steps and state.halvings < settings.halvings:
         trained.train()
-        text = [episodes.text_only(tokenizer, tasks[int(rng.integers(len(tasks)))], rng)
-                for _ in range(settings.text_batch)]
+        text = [episodes.text_only(tokenizer, tasks[int(rng.integers(len(tasks)))], rng, settings.rough_prompts,
+                                   settings.undated_scans) for _ in range(settings.text_batch)]
         with_images = next(imaged) if imaged is not None and state.step % settings.imaged_every == 0 else None
         with autocast:
             losses = trained(text, with_images, rng)
@@ -271,6 +302,10 @@ def train(settings: Settings) -> Path:
         if state.step % settings.validate_every == 0:
             if rank == 0:
                 row |= _validate(objective, validation, autocast)
+                if settings.stage == "agent":
+                    row |= _validate_programs(model, validation["programs"])
+                    # Programs decide; the token loss (well below 1) orders equally good models.
+                    row["validation_loss"] = round(1 - row["validation_equivalent"] + row["validation_loss"], 5)
                 _plateau(state, settings, optimiser, row["validation_loss"], model, best)
             if distributed:
                 _take_rank_zeros_decisions(state, optimiser, device)
@@ -295,7 +330,28 @@ def _validation_set(tokenizer: Tokenizer, settings: Settings, tasks) -> dict:
     dataset = ImagedEpisodes(tokenizer.to_str(), [VALIDATION_SEED], settings.spacing_mm, settings.crop_voxels, 1,
                              settings.max_contrasts)
     imaged = [episode for episode, _ in zip(iter(dataset), range(settings.validation_imaged))]
-    return {"text": text, "imaged": imaged}
+    programs = []
+    if settings.stage == "agent":
+        names = list(catalogue())
+        # 3 mm subjects: the writer does not look at the images, and they keep memory small.
+        programs = [sample_example(np.random.default_rng([VALIDATION_SEED, n]), names[n % len(names)], 3.0)
+                    for n in range(settings.validation_programs)]
+    return {"text": text, "imaged": imaged, "programs": programs}
+
+
+def _validate_programs(model: VoxelPromptModel, examples: list) -> dict:
+    """The writer scored as evaluate-model scores it, on held-out prompts decoded greedily (and
+    constrained) through the inference loop, ground truth standing in for the vision networks."""
+    from voxelprompt.agent import Agent
+    from voxelprompt.evaluate import score_examples
+
+    model.eval()
+    table, _ = score_examples(None, list(enumerate(examples)), "validation", Agent(model), truth_vision=True)
+    model.train()
+    return {"validation_exact": round(float(table.program_exact.mean()), 4),
+            "validation_equivalent": round(float(table.execution_equivalent.mean()), 4),
+            "validation_targets": round(float(table.targets_correct.mean()), 4),
+            "validation_finished": round(float(table.finished.mean()), 4)}
 
 
 @torch.no_grad()
@@ -397,9 +453,10 @@ def model_card(settings: Settings, state: State) -> str:
     return "\n".join([
         f"# VoxelPrompt model ({settings.preset})",
         "",
-        "Trained by `voxelprompt train` (voxelprompt/train.py) from random weights on synthetic subjects",
+        "Trained by `voxelprompt train` (voxelprompt/train.py) on synthetic subjects",
         "(voxelprompt/synth) and the task catalogue (voxelprompt/data/tasks).",
         "",
+        f"- stage: {settings.stage}; started from: {settings.init}",
         f"- steps: {state.step}; seconds: {state.seconds:.0f}; learning rate now {state.learning_rate:g}",
         f"- best validation loss: {state.best_validation:.4f}",
         f"- settings: `{json.dumps(asdict(settings))}`",

@@ -28,6 +28,7 @@ from voxelprompt.runtime.vision import Encoding
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import Task
 from voxelprompt.tasks.grammar import grammar
+from voxelprompt.tasks.roughen import roughen
 from voxelprompt.tasks.subjects import Requirements, choose_contrasts, session_dates
 from voxelprompt.tasks.truth import GroundTruthVision
 from voxelprompt.volume import Volume
@@ -143,24 +144,37 @@ def from_execution(tokenizer: Tokenizer, prompt: str, steps: Sequence[str], subj
     return episode
 
 
-def text_only(tokenizer: Tokenizer, task: Task, rng: np.random.Generator) -> Episode:
+def text_only(tokenizer: Tokenizer, task: Task, rng: np.random.Generator, rough: float = 0.0,
+              undated: float = 0.0) -> Episode:
     """An episode of a task without images (see `sample_text`)."""
-    return build(tokenizer, *sample_text(task, rng))
+    return build(tokenizer, *sample_text(task, rng, rough, undated))
 
 
-def sample_text(task: Task, rng: np.random.Generator) -> tuple[str, list[Scan], list[str], list[list[tokens.Piece]]]:
+def sample_text(task: Task, rng: np.random.Generator, rough: float = 0.0,
+                undated: float = 0.0) -> tuple[str, list[Scan], list[str], list[list[tokens.Piece]]]:
     """Prompt, scans, steps and feedback of a task without images: values drawn from everything the
     task can take, and the program run on a sketch of a subject (the metadata of scans a subject with
     what the task needs could have, tiny random images, random masks). Programs pass variables on,
     never the values they read, so these teach the code as executed episodes do, at a thousandth of
-    the cost; only the numbers and words in the feedback are not a real subject's."""
+    the cost; only the numbers and words in the feedback are not a real subject's.
+
+    A share `rough` of the prompts is roughened as people type (`roughen`), and a share `undated` of
+    single-session subjects has scans without a session label or date, as a lone image given to
+    `voxelprompt run` or an undated BIDS session has."""
     bound = values.bind(task.values, None, rng)
     named = tuple(bound.program[name] for name, kind in task.values.items() if kind in values.CONTRAST_KINDS)
     requirements = replace(task.requirements, contrasts=task.requirements.contrasts + named)
     template = task.prompts[int(rng.integers(len(task.prompts)))]
     prompt = grammar().expand(template, rng, values.lesion_noun_bindings() | bound.prompt)
+    if rough and rng.random() < rough:
+        prompt = roughen(prompt, rng)
     steps = task.program_for(bound.program)
     scans = sketch_scans(requirements, rng)
+    if undated and requirements.sessions == 1 and rng.random() < undated:
+        # No label, no date, or neither (a lone image given to `voxelprompt run`).
+        blank_session, blank_date = ((True, False), (False, True), (True, True))[int(rng.integers(3))]
+        scans = [replace(s, session="" if blank_session else s.session, date="" if blank_date else s.date)
+                 for s in scans]
     return prompt, scans, steps, _run(steps, scans, SketchVision(rng))[0]
 
 

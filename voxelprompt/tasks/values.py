@@ -158,6 +158,16 @@ def _annotated(subject: TaskSubject | None, targets: list[str]) -> list[str]:
     return [t for t in targets if subject.annotates(labels.target(t).label_ids)]
 
 
+@cache
+def segment_targets() -> frozenset[str]:
+    """Every name `segment` can be asked for: the label vocabulary's targets, and every lesion
+    description, lesion class and tumour part a program can name."""
+    found = {target.name for target in labels.targets()}
+    for kind in (*LESION_KINDS, "lesion_class", "tumour_part"):
+        found.update(domain(kind))
+    return frozenset(found)
+
+
 def domain(kind: str) -> list[str]:
     """Every value a kind can take over all subjects (for counting prompts and listing tasks)."""
     if kind in ("anatomy", "ventricle", "lateral_structure", "extent", "margin_mm"):

@@ -1,0 +1,307 @@
+"""Which texts can begin a valid step: the checker behind constrained decoding.
+
+The agent writes a step one token at a time; before a token is taken, the step's text with the
+token appended is checked here, and a token that cannot lead to a valid step is never written.
+Valid steps are a subset of the sandbox's language, in the layout the task catalogue's programs use:
+
+    name = call(argument, argument)      one statement per line, a space around `=`, ", " between
+    call(argument)                       arguments; no blank lines, no keywords
+    stop()                               the last statement of a program: nothing may follow it
+
+where a call is a library function given between its least and its most number of arguments, and an
+argument is a name already assigned (in an earlier step or earlier in this one), a call, a number, a
+string or a list of these, of a kind the parameter's annotation allows (a Scan where a Scan is
+taken, a number where a number is; a name's kind is that of its value, a call's that of its
+function's return annotation). Strings in the places that name
+something of the subject are restricted to a vocabulary: what `segment` segments, the contrast,
+session or date `select` and `scans` pick. A call of a vision function is followed at once by the
+mark of its latent features (`MARK`). So "name is not defined", unknown targets, calls with the wrong
+number of arguments and code after `stop()` cannot be written.
+
+The check works on characters and reparses the whole step each time (steps are a few hundred
+characters; a check takes tens of microseconds), so any tokenizer's pieces can be checked.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+MARK = "\x01"  # stands for the agent's <MOD> token in the text checked
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+FREE_TEXT_FORBIDDEN = frozenset('"\\\n' + MARK)
+# Bounds of a valid step, well above what any catalogue program needs, so that decoding cannot write
+# a name, a text or a step without end.
+MAX_NAME_CHARS = 32
+MAX_STRING_CHARS = 160
+MAX_NUMBER_CHARS = 12
+MAX_STATEMENTS = 16
+MAX_CALL_DEPTH = 5  # calls within calls
+MAX_LIST_ITEMS = 16
+
+
+class Status(Enum):
+    INVALID = 0  # no continuation makes a valid step
+    PARTIAL = 1  # a proper beginning of a valid step
+    COMPLETE = 2  # a valid step as it stands (it may also go on)
+
+
+class _Incomplete(Exception):
+    """The text ended where the step may still go on."""
+
+
+class _Invalid(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Signature:
+    least: int  # arguments without a default
+    most: int
+    accepts: tuple[frozenset[str] | None, ...]  # per parameter: the kinds of value it takes (None: any)
+    returns: frozenset[str] | None  # the kinds of value a call gives (None: any)
+
+
+def kinds_of(annotation: object) -> frozenset[str] | None:
+    """The kinds of value an annotation names: str, number, list, none, or a class of the runtime
+    (Scan, Volume, Encoding); None where it says nothing (Any, or no annotation)."""
+    text = str(annotation)
+    if text in ("Any", "<class 'inspect._empty'>", str(inspect.Parameter.empty)):
+        return None
+    kinds = set()
+    for part in (p.strip() for p in text.split("|")):
+        if part.startswith(("list", "tuple", "Sequence")):
+            kinds.add("list")
+        elif part in ("float", "int"):
+            kinds.add("number")
+        elif part in ("str", "None", "Scan", "Volume", "Encoding"):
+            kinds.add(part.lower() if part in ("str", "None") else part)
+        else:
+            return None
+    return frozenset(kinds)
+
+
+def kind_of_value(value: object) -> frozenset[str] | None:
+    """The kind of a value a program holds (None: a kind the checker does not follow)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return frozenset({"str"})
+    if isinstance(value, (int, float)):
+        return frozenset({"number"})
+    if isinstance(value, (list, tuple)):
+        return frozenset({"list"})
+    name = type(value).__name__
+    return frozenset({name}) if name in ("Scan", "Volume", "Encoding") else None
+
+
+def signature_of(function: Callable) -> Signature:
+    """Arity and kinds of a library function, from its signature and annotations."""
+    signature = inspect.signature(function)
+    parameters = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    least = sum(p.default is inspect.Parameter.empty for p in parameters)
+    return Signature(least, len(parameters), tuple(kinds_of(p.annotation) for p in parameters),
+                     kinds_of(signature.return_annotation))
+
+
+class StepChecker:
+    """Checks beginnings of steps against the library's functions (name -> callable), the names the
+    program has assigned so far, and the vocabularies of named strings: (function, argument number)
+    -> the strings allowed there. `vision_calls` are the functions whose call the mark must follow."""
+
+    def __init__(self, functions: Mapping[str, Callable], vocabularies: Mapping[tuple[str, int], Iterable[str]],
+                 vision_calls: Iterable[str] = ("encode", "segment")):
+        self.signatures = {name: signature_of(function) for name, function in functions.items()}
+        self.vocabularies = {place: frozenset(words) for place, words in vocabularies.items()}
+        self.prefixes = {place: frozenset(word[:n] for word in words for n in range(len(word) + 1))
+                         for place, words in self.vocabularies.items()}
+        self.vision_calls = frozenset(vision_calls)
+        self.names: dict[str, frozenset[str] | None] = {}  # assigned name -> kind of its value
+
+    def assigned(self, namespace: Mapping[str, object]) -> None:
+        """The values the program's earlier steps assigned, by name (they may be used from now on)."""
+        self.names = {name: kind_of_value(value) for name, value in namespace.items() if name not in self.signatures}
+
+    def check(self, text: str) -> Status:
+        """Whether `text` begins a valid step, or is one."""
+        try:
+            _Parser(self, text).step()
+        except _Invalid:
+            return Status.INVALID
+        except _Incomplete:
+            return Status.PARTIAL
+        return Status.COMPLETE
+
+
+class _Parser:
+    def __init__(self, checker: StepChecker, text: str):
+        self.checker, self.text, self.at = checker, text, 0
+        self.names = dict(checker.names)
+        self.depth = 0
+
+    # --- characters -------------------------------------------------------------------------------
+    def peek(self) -> str:
+        if self.at >= len(self.text):
+            raise _Incomplete
+        return self.text[self.at]
+
+    def expect(self, literal: str) -> None:
+        for character in literal:
+            if self.peek() != character:
+                raise _Invalid
+            self.at += 1
+
+    def identifier(self, allowed: Iterable[str] | None) -> str:
+        """An identifier; ending the text inside it is fine while it can still become one of `allowed`
+        (None: any identifier)."""
+        match = IDENTIFIER.match(self.text, self.at)
+        if not match:
+            self.peek()
+            raise _Invalid
+        word = match.group()
+        if len(word) > MAX_NAME_CHARS:
+            raise _Invalid
+        self.at = match.end()
+        if self.at == len(self.text):
+            if allowed is None or any(name.startswith(word) for name in allowed):
+                raise _Incomplete
+            raise _Invalid
+        return word
+
+    # --- grammar ----------------------------------------------------------------------------------
+    def step(self) -> None:
+        for _ in range(MAX_STATEMENTS):
+            stopped = self.statement()
+            if self.at == len(self.text):
+                return
+            self.expect("\n")
+            if self.at == len(self.text):
+                return
+            if stopped:
+                raise _Invalid  # nothing after stop()
+        raise _Invalid
+
+    def statement(self) -> bool:
+        """One statement; whether it was `stop()`."""
+        start = self.at
+        word = self.identifier(None)
+        if self.peek() == "(":
+            self.at = start
+            called, _ = self.call(top=True)
+            return called == "stop"
+        if word in self.checker.signatures:
+            raise _Invalid  # a library function cannot be assigned
+        self.expect(" = ")
+        # A value the program computes, never one it makes up; a call that gives nothing is no value.
+        kind = self.expression(None, None, literals=False)
+        if kind == frozenset({"none"}):
+            raise _Invalid
+        self.names[word] = kind
+        return False
+
+    def call(self, top: bool = False) -> tuple[str, frozenset[str] | None]:
+        functions = self.checker.signatures
+        name = self.identifier(functions)
+        if name not in functions:
+            raise _Invalid
+        if name == "stop" and not top:
+            raise _Invalid
+        signature = functions[name]
+        self.expect("(")
+        self.depth += 1
+        if self.depth > MAX_CALL_DEPTH:
+            raise _Invalid
+        count = 0
+        if self.peek() != ")":
+            while True:
+                if count == signature.most:
+                    raise _Invalid
+                self.expression(signature.accepts[count], (name, count))
+                count += 1
+                if self.peek() == ")":
+                    break
+                self.expect(", ")
+        if count < signature.least:
+            raise _Invalid
+        self.expect(")")
+        self.depth -= 1
+        if name in self.checker.vision_calls:
+            self.expect(MARK)
+        return name, signature.returns
+
+    def expression(self, accepts: frozenset[str] | None, place: tuple[str, int] | None,
+                   literals: bool = True) -> frozenset[str] | None:
+        """An argument taking the kinds `accepts` (of the function and argument number `place`), or
+        the value of an assignment; gives the expression's kind. Literals only where the parameter
+        names their kind (a string, a number, a list)."""
+        character = self.peek()
+        literal = {'"': "str", "[": "list", "-": "number"}.get(character, "number" if character.isdigit() else None)
+        if literal is not None:
+            if not literals or accepts is None or literal not in accepts:
+                raise _Invalid
+            {"str": lambda: self.string(place), "list": self.list, "number": self.number}[literal]()
+            return frozenset({literal})
+        start = self.at
+        word = self.identifier(set(self.names) | set(self.checker.signatures))
+        if self.peek() == "(":
+            self.at = start
+            _, kind = self.call()
+        elif word in self.names:
+            kind = self.names[word]
+        else:
+            raise _Invalid  # not defined (yet)
+        if accepts is not None and kind is not None and not accepts & kind:
+            raise _Invalid
+        return kind
+
+    def string(self, place: tuple[str, int] | None) -> None:
+        """A string literal; in a place with a vocabulary, one of its words (or a beginning of one)."""
+        self.expect('"')
+        start = self.at
+        end = self.text.find('"', start)
+        content = self.text[start:] if end < 0 else self.text[start:end]
+        if len(content) > MAX_STRING_CHARS or any(c in FREE_TEXT_FORBIDDEN for c in content):
+            raise _Invalid
+        if place in self.checker.vocabularies:
+            if content not in self.checker.prefixes[place]:
+                raise _Invalid
+            if end >= 0 and content not in self.checker.vocabularies[place]:
+                raise _Invalid
+        if end < 0:
+            raise _Incomplete
+        self.at = end + 1
+
+    def number(self) -> None:
+        match = NUMBER.match(self.text, self.at)
+        rest = self.text[self.at:]
+        if match and len(match.group()) > MAX_NUMBER_CHARS:
+            raise _Invalid
+        if not match:
+            if rest in ("-",):
+                raise _Incomplete
+            raise _Invalid
+        self.at = match.end()
+        if self.at == len(self.text) or self.text[self.at] == ".":
+            if self.text[self.at:] in ("", "."):
+                raise _Incomplete
+            raise _Invalid
+
+    def list(self) -> None:
+        self.expect("[")
+        if self.peek() == "]":
+            self.at += 1
+            return
+        for _ in range(MAX_LIST_ITEMS):
+            if IDENTIFIER.match(self.text, self.at):
+                self.expression(None, None, literals=False)  # a name or call, of any kind
+            else:
+                self.expression(frozenset({"str", "number"}), None)
+            if self.peek() == "]":
+                self.at += 1
+                return
+            self.expect(", ")
+        raise _Invalid
