@@ -70,7 +70,7 @@ def test_shipped_csv_passes_the_schema_as_snakemake_validates_it():
     from snakemake.utils import validate
 
     validate(pd.read_csv(PROMPTS_CSV, dtype=str, keep_default_na=False),
-             str(REPO / "workflow" / "schemas" / "prompts.schema.yaml"))
+             str(REPO / "voxelprompt" / "data" / "schemas" / "prompts.schema.yaml"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,3 +251,13 @@ def test_prompts_over_the_limit_are_refused_at_load_each_by_row_without_being_re
 def test_a_prompt_at_the_limit_is_accepted(tmp_path):
     prompt = ("x" * 999) + "?"
     assert load_prompts(_write(tmp_path, f"edge,{prompt},,"))[0].prompt == prompt
+
+
+def test_the_schema_is_package_data():
+    """An installed package (not only a checkout with the workflow next to it) can check prompts."""
+    import voxelprompt
+    from voxelprompt import prompts
+
+    package = Path(voxelprompt.__file__).resolve().parent
+    assert prompts.SCHEMA_PATH.is_file() and package in prompts.SCHEMA_PATH.parents
+    assert (package / "data").as_posix() in prompts.SCHEMA_PATH.as_posix()  # covered by package-data data/**/*

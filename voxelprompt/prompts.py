@@ -1,6 +1,6 @@
 """The study's prompts (config/prompts.csv): what to ask, of which subjects, about which of their images.
 
-One row per prompt, checked against workflow/schemas/prompts.schema.yaml:
+One row per prompt, checked against voxelprompt/data/schemas/prompts.schema.yaml:
 
     prompt_id,prompt,inputs,subjects
     hippocampus-volume,How voluminous is the left and right hippocampus?,,
@@ -34,9 +34,8 @@ import yaml
 from voxelprompt.cohort import normalise_modality, validate_label
 from voxelprompt.errors import InputError, excerpt
 
-# The schema lives with the workflow's other schemas, next to the package in a checkout (the
-# workflow is run from one, with the package installed by `pip install -e .`).
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "prompts.schema.yaml"
+# Package data, so that an installed package (not only a checkout) checks prompts.
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "schemas" / "prompts.schema.yaml"
 SESSION_POSITIONS = ("first", "last")
 SEPARATOR = ";"
 # Subject labels are letters and digits; a filter may add the glob characters * ? [ ] ! and - (ranges).
