@@ -460,3 +460,21 @@ def test_an_image_too_large_for_the_checks_memory_is_its_error(tmp_path, monkeyp
     monkeypatch.setattr(image_check, "load_volume", out_of_memory)
     errors = image_check.check_images([tmp_path / "huge.nii.gz"], tmp_path / "status.json")
     assert errors == [f"{tmp_path / 'huge.nii.gz'}: reading it needs more memory than the check's limit"]
+
+
+def test_an_image_of_unknown_orientation_is_refused(tmp_path):
+    """qform and sform codes both 0: nibabel would fall back to a voxel-size-only affine, and every
+    left/right answer would be a guess. The error names the file and the codes."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(SHAPE)
+    header.set_data_dtype(np.float32)
+    header.set_zooms((1.0, 1.0, 1.0))
+    path = tmp_path / "unknown.nii.gz"
+    nib.save(nib.Nifti1Image(_array(), None, header=header), path)
+    assert nib.load(path).header["qform_code"] == 0 and nib.load(path).header["sform_code"] == 0
+    _raises_input_error(path, "orientation is unknown")
+    # either code set is enough
+    header["sform_code"] = 1
+    header["srow_x"], header["srow_y"], header["srow_z"] = [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]
+    nib.save(nib.Nifti1Image(_array(), None, header=header), path)
+    assert load_volume(path).shape == SHAPE

@@ -67,6 +67,7 @@ def load_volume(path: str | Path) -> Volume:
     check_declared_size(path, shape)
 
     spatial_shape = _spatial_shape(path, shape)
+    check_orientation_known(path, image.header)
     affine = np.asarray(image.affine, dtype=np.float64)
     check_affine(path, affine)
 
@@ -159,6 +160,18 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if min(shape[:3]) < 2:
         raise InputError(path, f"has a single slice (shape {shape[:3]}); a 3D volume is required")
     return tuple(int(n) for n in shape[:3])
+
+
+def check_orientation_known(path: str | Path, header) -> None:
+    """Refuse a NIfTI image whose qform and sform codes are both 0: its orientation is unknown, and
+    nibabel falls back to an affine made of the voxel sizes alone, so "left" may be the subject's
+    right. (MGH/MGZ headers always state their orientation.)"""
+    if "qform_code" not in header or "sform_code" not in header:
+        return
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        raise InputError(path, "its orientation is unknown (qform_code and sform_code are both 0), so left "
+                               "and right cannot be told apart; set the orientation in the header (e.g. "
+                               "re-export it from the scanner's DICOM with dcm2niix) and run again")
 
 
 def check_affine(path: str | Path, affine: np.ndarray) -> None:
