@@ -79,6 +79,8 @@ def test_every_beginning_of_every_catalogue_program_passes(checker):
     "import os",
     "x = e.__class__",
     "\nread(e)",  # no blank lines
+    "x = height_mm(report(",  # a call whose value cannot be the argument: refused as it begins
+    "x = volume_mm3(select(",
     "x" * 33 + " = volume_mm3(region)",  # names, texts, numbers, nesting and steps all have bounds
     'output(region, "' + "a" * 161 + '")',
     "x = crop(region, region, 1234567890123)",

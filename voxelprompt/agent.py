@@ -174,11 +174,11 @@ class Agent:
         for _ in range(self.max_steps):
             if self._checker is not None:
                 self._checker.assigned(environment.namespace)
-            code, latents, ended = self._write_step()
-            if not ended:
-                # A step cut off at the token limit is not what the agent meant: it is not run.
+            code, latents, unfinished = self._write_step()
+            if unfinished:
+                # A step cut off is not what the agent meant: it is not run.
                 result.steps.append(code)
-                result.error = f"the agent's step did not end within {self.max_step_tokens} tokens"
+                result.error = unfinished
                 return
             if isinstance(vision, ModelVision):
                 vision.latents = latents
@@ -217,21 +217,23 @@ class Agent:
         spliced = {slot: embedding for slot, embedding in zip(slots, embeddings) if embedding is not None}
         self._last = self.decoder.feed(model.embed(ids, spliced)[0])[-1]
 
-    def _write_step(self) -> tuple[str, list[torch.Tensor], bool]:
+    def _write_step(self) -> tuple[str, list[torch.Tensor], str]:
         """Greedy decoding of one step: its code, the latent features of its vision calls (the hidden
-        state at each <MOD>, which <PHI> follows), and whether the step ended within the token limit."""
+        state at each <MOD>, which <PHI> follows), and why the step did not end ("" when it did)."""
         model = self.model
         self._feed([tokens.Special(tokens.CODE)])
-        written, latents, text, ended = [], [], "", False
+        written, latents, text = [], [], ""
+        unfinished = f"the agent's step did not end within {self.max_step_tokens} tokens"
         for _ in range(self.max_step_tokens):
             logits = model.logits(self._last).masked_fill(self.forbidden, float("-inf"))
             token = int(logits.argmax()) if self._checker is None else self._allowed_best(logits, text)
             if token is None:
-                break  # no token continues a valid step (cannot happen with a complete vocabulary)
+                unfinished = "no token could continue the agent's step as a valid step"
+                break
             text += self.pieces[token] or ""
             if token == model.special[tokens.END_STEP]:
                 self._feed_id(token)
-                ended = True
+                unfinished = ""
                 break
             written.append(token)
             self._feed_id(token)
@@ -239,7 +241,7 @@ class Agent:
                 latents.append(model.phi(self._last))
                 self._feed_id(model.special[tokens.PHI])
         text = model.tokenizer.decode(written, skip_special_tokens=False)
-        return tokens.unmark(text), latents, ended
+        return tokens.unmark(text), latents, unfinished
 
     def _allowed_best(self, logits: torch.Tensor, text: str) -> int | None:
         """The most likely token with which the step's text can still become a valid step; the end of

@@ -108,6 +108,10 @@ def signature_of(function: Callable) -> Signature:
                      kinds_of(signature.return_annotation))
 
 
+def _fits(kind: frozenset[str] | None, accepts: frozenset[str] | None) -> bool:
+    return accepts is None or kind is None or bool(accepts & kind)
+
+
 class StepChecker:
     """Checks beginnings of steps against the library's functions (name -> callable), the names the
     program has assigned so far, and the vocabularies of named strings: (function, argument number)
@@ -245,17 +249,22 @@ class _Parser:
                 raise _Invalid
             {"str": lambda: self.string(place), "list": self.list, "number": self.number}[literal]()
             return frozenset({literal})
+        # Only names and calls of a kind the parameter takes may begin here, so that decoding never
+        # starts a call whose value cannot be used (a call that gives nothing is a statement).
+        names = {name for name, kind in self.names.items() if _fits(kind, accepts)}
+        calls = {name for name, signature in self.checker.signatures.items()
+                 if signature.returns != frozenset({"none"}) and _fits(signature.returns, accepts)}
         start = self.at
-        word = self.identifier(set(self.names) | set(self.checker.signatures))
+        word = self.identifier(names | calls)
         if self.peek() == "(":
+            if word not in calls:
+                raise _Invalid
             self.at = start
             _, kind = self.call()
-        elif word in self.names:
+        elif word in names:
             kind = self.names[word]
         else:
-            raise _Invalid  # not defined (yet)
-        if accepts is not None and kind is not None and not accepts & kind:
-            raise _Invalid
+            raise _Invalid  # not defined (yet), or of another kind
         return kind
 
     def string(self, place: tuple[str, int] | None) -> None:
