@@ -1,6 +1,6 @@
-"""Put the summary of `snakemake evaluate` into README.md's "Evaluation" section (between the markers
-of its setting), after the evaluation's numbers changed. CI checks that the reduced setting's quote is
-what a fresh run gives; the full setting's is reproduced by its command in the README.
+"""Put the summary of `snakemake evaluate` into docs/evaluation.md (between the markers of its
+setting), after the evaluation's numbers changed. CI checks that the reduced setting's quote is what a
+fresh run gives; the full setting's is reproduced by its command in the README.
 
     .venv/bin/python scripts/quote-evaluation.py [results/evaluation/summary.md] [--setting full]
 """
@@ -8,14 +8,14 @@ what a fresh run gives; the full setting's is reproduced by its command in the R
 import argparse
 from pathlib import Path
 
-from voxelprompt.evaluation_report import README_MARKERS, with_quote
+from voxelprompt.evaluation_report import EVALUATION_PAGE, QUOTE_MARKERS, with_quote
 from voxelprompt.io import write_text
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("summary", type=Path, nargs="?", default=Path("results/evaluation/summary.md"))
-parser.add_argument("--setting", choices=sorted(README_MARKERS), default="reduced",
+parser.add_argument("--setting", choices=sorted(QUOTE_MARKERS), default="reduced",
                     help="which quote to replace (default: reduced, the one CI reproduces)")
 args = parser.parse_args()
-readme = Path(__file__).resolve().parent.parent / "README.md"
-write_text(readme, with_quote(readme.read_text(), args.summary.read_text(), args.setting))
-print(f"{readme}: quoted {args.summary} as the {args.setting} setting")
+page = Path(__file__).resolve().parent.parent / EVALUATION_PAGE
+write_text(page, with_quote(page.read_text(), args.summary.read_text(), args.setting))
+print(f"{page}: quoted {args.summary} as the {args.setting} setting")

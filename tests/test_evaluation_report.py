@@ -417,25 +417,25 @@ def test_a_difference_that_rounds_to_zero_is_written_without_a_sign():
     assert _cell(-0.0004) == "0.000" and _cell(-0.0006) == "-0.001" and _cell(0.1234) == "0.123"
 
 
-# --- the README's quotes -----------------------------------------------------------------------------
+# --- the evaluation page's quotes ------------------------------------------------------------------
 
-def test_each_setting_has_its_own_quote_in_the_readme_and_replacing_one_leaves_the_other():
-    reduced, full = evaluation_report.README_MARKERS["reduced"], evaluation_report.README_MARKERS["full"]
+def test_each_setting_has_its_own_quote_in_the_page_and_replacing_one_leaves_the_other():
+    reduced, full = evaluation_report.QUOTE_MARKERS["reduced"], evaluation_report.QUOTE_MARKERS["full"]
     readme = f"# Tool\n\n{reduced[0]}\nold reduced\n{reduced[1]}\n\ntext\n\n{full[0]}\nold full\n{full[1]}\n"
     summary = "# VoxelPrompt evaluation\n\n## Settings\n\n| setting | value |\n|---|---|\n| `steps` | 100 |\n"
 
     updated = evaluation_report.with_quote(readme, summary, "full")
 
-    assert evaluation_report.quoted_in_readme(updated, "reduced") == "old reduced\n"
-    assert evaluation_report.quoted_in_readme(updated, "full") == evaluation_report.readme_quote(summary)
-    # The title goes; headings move under the README's "### ... setting" heading.
-    assert evaluation_report.readme_quote(summary).splitlines()[0] == "#### Settings"
+    assert evaluation_report.quoted_in_page(updated, "reduced") == "old reduced\n"
+    assert evaluation_report.quoted_in_page(updated, "full") == evaluation_report.page_quote(summary)
+    # The title goes; headings move under the page's "## ... setting" heading.
+    assert evaluation_report.page_quote(summary).splitlines()[0] == "### Settings"
     assert updated.startswith("# Tool\n") and "\ntext\n" in updated
 
 
-def test_a_readme_without_the_markers_of_a_setting_is_refused_by_name():
-    reduced = evaluation_report.README_MARKERS["reduced"]
+def test_a_page_without_the_markers_of_a_setting_is_refused_by_name():
+    reduced = evaluation_report.QUOTE_MARKERS["reduced"]
     readme = f"{reduced[0]}\nquote\n{reduced[1]}\n"
-    assert evaluation_report.quoted_in_readme(readme, "full") == ""
+    assert evaluation_report.quoted_in_page(readme, "full") == ""
     with pytest.raises(ValueError, match="evaluation summary, full setting: start"):
         evaluation_report.with_quote(readme, "# title\n", "full")

@@ -8,6 +8,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import numpy as np
@@ -83,9 +84,10 @@ def test_metric_steps_from_the_agent_loop(monkeypatch):
     The decoder is scripted: what matters here is the loop's bookkeeping, not a model."""
     scripted = list(STEPS)
     monkeypatch.setattr(Agent, "_feed", lambda self, pieces, read=(): None)
-    monkeypatch.setattr(Agent, "_write_step", lambda self: (scripted.pop(0), []))
+    monkeypatch.setattr(Agent, "_write_step", lambda self: (scripted.pop(0), [], ""))
     agent = Agent.__new__(Agent)
-    agent.model, agent.max_steps, agent.max_step_tokens = None, 8, 64
+    agent.model, agent.max_steps, agent.max_step_tokens, agent.constrained = None, 8, 64, False
+    agent.decoder = SimpleNamespace(reset=lambda: None)
     scan = Scan(Volume(np.random.default_rng(0).uniform(size=(8, 8, 8)).astype(np.float32), np.eye(4)),
                 "T1w", "01", "2024-01-01")
     result = agent.run("how large is the lesion?", [scan])

@@ -28,7 +28,7 @@ import pytest
 from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 
 from voxelprompt import demo
-from voxelprompt.evaluation_report import quoted_in_readme, readme_quote
+from voxelprompt.evaluation_report import EVALUATION_PAGE, page_quote, quoted_in_page
 from voxelprompt.packaged_data import package_file
 from voxelprompt.io import load_volume, save_volume
 from voxelprompt.model import SHIPPED_MODEL
@@ -487,13 +487,13 @@ def evaluation_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_snakemake_evaluate_reproduces_every_number_of_the_readme(evaluation_run):
+def test_snakemake_evaluate_reproduces_every_number_of_the_evaluation_page(evaluation_run):
     summary = (evaluation_run / "results/evaluation/summary.md").read_text()
-    quoted = quoted_in_readme((REPO / "README.md").read_text())
-    assert quoted, "README.md has no quote of the evaluation summary"
-    difference = "\n".join(difflib.unified_diff(quoted.splitlines(), readme_quote(summary).splitlines(), "README.md",
+    quoted = quoted_in_page((REPO / EVALUATION_PAGE).read_text())
+    assert quoted, f"{EVALUATION_PAGE} has no quote of the evaluation summary"
+    difference = "\n".join(difflib.unified_diff(quoted.splitlines(), page_quote(summary).splitlines(), EVALUATION_PAGE,
                                                  "results/evaluation/summary.md", lineterm=""))
-    assert not difference, ("the README's evaluation numbers are not what `snakemake evaluate` gives "
+    assert not difference, (f"the evaluation numbers of {EVALUATION_PAGE} are not what `snakemake evaluate` gives "
                             "(scripts/quote-evaluation.py updates them):\n" + difference)
 
 

@@ -776,16 +776,17 @@ def _publish(staged: Mapping[str, Path], out_dir: Path) -> dict[str, Path]:
 # --- the README's quote of the summary -------------------------------------------------------------
 
 # Two quotes: the reduced setting's, which CI reproduces, and the full setting's (the command in the README).
-README_MARKERS = {
+EVALUATION_PAGE = "docs/evaluation.md"  # where the summaries of the shipped model are quoted, between markers
+QUOTE_MARKERS = {
     "reduced": ("<!-- evaluation summary: start -->", "<!-- evaluation summary: end -->"),
     "full": ("<!-- evaluation summary, full setting: start -->", "<!-- evaluation summary, full setting: end -->"),
 }
-QUOTE_HEADING_SHIFT = 2  # summary.md's "## Settings" sits under the README's "### ... setting" heading
+QUOTE_HEADING_SHIFT = 1  # summary.md's "## Settings" sits under the page's "## ... setting" heading
 
 
-def readme_quote(summary: str) -> str:
-    """`summary.md` as the README's "Evaluation" section quotes it: without its title, every heading
-    two levels down (each quote sits under a level-three heading of that section)."""
+def page_quote(summary: str) -> str:
+    """`summary.md` as the evaluation page quotes it: without its title, every heading one level
+    down (each quote sits under a level-two heading of the page)."""
     lines = summary.splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
@@ -793,21 +794,21 @@ def readme_quote(summary: str) -> str:
     return "\n".join(shift + line if line.startswith("#") else line for line in lines).strip("\n") + "\n"
 
 
-def _quote_span(readme: str, setting: str) -> tuple[int, int] | None:
-    start_marker, end_marker = README_MARKERS[setting]
-    start, end = readme.find(start_marker), readme.find(end_marker)
+def _quote_span(page: str, setting: str) -> tuple[int, int] | None:
+    start_marker, end_marker = QUOTE_MARKERS[setting]
+    start, end = page.find(start_marker), page.find(end_marker)
     return (start + len(start_marker), end) if 0 <= start < end else None
 
 
-def quoted_in_readme(readme: str, setting: str = "reduced") -> str:
-    """The quote of a setting's summary between the README's markers ("" when it has none)."""
-    span = _quote_span(readme, setting)
-    return readme[span[0]:span[1]].strip("\n") + "\n" if span else ""
+def quoted_in_page(page: str, setting: str = "reduced") -> str:
+    """The quote of a setting's summary between the page's markers ("" when it has none)."""
+    span = _quote_span(page, setting)
+    return page[span[0]:span[1]].strip("\n") + "\n" if span else ""
 
 
-def with_quote(readme: str, summary: str, setting: str = "reduced") -> str:
-    """The README with its quote of `setting` replaced by that of `summary`."""
-    span = _quote_span(readme, setting)
+def with_quote(page: str, summary: str, setting: str = "reduced") -> str:
+    """The page with its quote of `setting` replaced by that of `summary`."""
+    span = _quote_span(page, setting)
     if span is None:
-        raise ValueError("the README has no {} ... {} block".format(*README_MARKERS[setting]))
-    return readme[:span[0]] + "\n" + readme_quote(summary) + readme[span[1]:]
+        raise ValueError("the page has no {} ... {} block".format(*QUOTE_MARKERS[setting]))
+    return page[:span[0]] + "\n" + page_quote(summary) + page[span[1]:]
