@@ -119,3 +119,25 @@ def test_annotations_give_kinds():
     assert kinds_of("str") == {"str"} and kinds_of("float") == {"number"} and kinds_of("list[Scan]") == {"list"}
     assert kinds_of("Volume | Scan") == {"Volume", "Scan"} and kinds_of("Any") is None
     assert signature_of(Library([]).functions()["crop"]).least == 2
+
+
+# The characters of code, and every character of the vocabularies.
+ALPHABET = sorted(set("abcdefghijklmnopqrstuvwxyz_0123456789(),[]\"= .-\n" + MARK)
+                  | {c for words in VOCABULARIES.values() for word in words for c in word})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_beginning_of_a_step_is_a_dead_end(checker, seed):
+    """Wherever decoding stands, some character continues the step or the step may end there: a
+    random walk through what the checker allows never gets stuck (a prefix it accepts can always be
+    completed), whatever the limits on arguments, lists, nesting and statements."""
+    scan = Scan(Volume(np.zeros((2, 2, 2), np.float32), np.eye(4)), "T1w", "01", "2024-03-02")
+    checker.assigned({"e": Encoding((scan,)), "region": scan.volume, "answer": "hyperintense", "value": 1.0})
+    rng = np.random.default_rng(seed)
+    text = ""
+    for _ in range(150):
+        allowed = [c for c in ALPHABET if checker.check(text + c) is not Status.INVALID]
+        if not allowed:
+            assert checker.check(text) is Status.COMPLETE, repr(text)
+            return
+        text += allowed[int(rng.integers(len(allowed)))]

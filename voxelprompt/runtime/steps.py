@@ -146,6 +146,7 @@ class _Parser:
         self.checker, self.text, self.at = checker, text, 0
         self.names = dict(checker.names)
         self.depth = 0
+        self.makeable: dict = {}  # (kinds, depth) -> whether an argument of those kinds can be written there
 
     # --- characters -------------------------------------------------------------------------------
     def peek(self) -> str:
@@ -221,13 +222,15 @@ class _Parser:
             raise _Invalid
         count = 0
         if self.peek() != ")":
+            if signature.most == 0:
+                raise _Invalid
             while True:
-                if count == signature.most:
-                    raise _Invalid
                 self.expression(signature.accepts[count], (name, count))
                 count += 1
                 if self.peek() == ")":
                     break
+                if count == signature.most:
+                    raise _Invalid  # refused at the comma, so that no text leads to a dead end
                 self.expect(", ")
         if count < signature.least:
             raise _Invalid
@@ -252,8 +255,7 @@ class _Parser:
         # Only names and calls of a kind the parameter takes may begin here, so that decoding never
         # starts a call whose value cannot be used (a call that gives nothing is a statement).
         names = {name for name, kind in self.names.items() if _fits(kind, accepts)}
-        calls = {name for name, signature in self.checker.signatures.items()
-                 if signature.returns != frozenset({"none"}) and _fits(signature.returns, accepts)}
+        calls = {name for name, signature in self.checker.signatures.items() if self._may_call(signature, accepts)}
         start = self.at
         word = self.identifier(names | calls)
         if self.peek() == "(":
@@ -266,6 +268,29 @@ class _Parser:
         else:
             raise _Invalid  # not defined (yet), or of another kind
         return kind
+
+    def _may_call(self, signature: Signature, accepts: frozenset[str] | None) -> bool:
+        """Whether a call of this function can begin here and be completed: it gives a value of a
+        kind the place takes, and each of its required arguments can be made within the nesting
+        bound. (Without the second condition, decoding could open a call it can never close.)"""
+        return (signature.returns != frozenset({"none"}) and _fits(signature.returns, accepts)
+                and self.depth < MAX_CALL_DEPTH
+                and all(self._makeable(kinds, self.depth + 1) for kinds in signature.accepts[:signature.least]))
+
+    def _makeable(self, accepts: frozenset[str] | None, depth: int) -> bool:
+        """Whether an argument taking `accepts` can be written at this nesting depth: as a literal, a
+        name assigned so far, or a call whose own required arguments can be."""
+        key = (accepts, depth)
+        if key not in self.makeable:
+            self.makeable[key] = False  # a function needing its own kind does not count on itself
+            self.makeable[key] = (
+                accepts is None or bool(accepts & {"str", "number", "list"})
+                or any(_fits(kind, accepts) for kind in self.names.values())
+                or (depth < MAX_CALL_DEPTH and any(
+                    signature.returns != frozenset({"none"}) and _fits(signature.returns, accepts)
+                    and all(self._makeable(kinds, depth + 1) for kinds in signature.accepts[:signature.least])
+                    for signature in self.checker.signatures.values())))
+        return self.makeable[key]
 
     def string(self, place: tuple[str, int] | None) -> None:
         """A string literal; in a place with a vocabulary, one of its words (or a beginning of one)."""
@@ -294,9 +319,11 @@ class _Parser:
                 raise _Incomplete
             raise _Invalid
         self.at = match.end()
-        if self.at == len(self.text) or self.text[self.at] == ".":
-            if self.text[self.at:] in ("", "."):
-                raise _Incomplete
+        rest = self.text[self.at:]
+        if rest == "" or (rest == "." and match.group(1) is None and len(match.group()) + 2 <= MAX_NUMBER_CHARS):
+            # "5." may become "5.5"; "5.5." may not, nor a number that would grow past its bound
+            raise _Incomplete
+        if rest.startswith("."):
             raise _Invalid
 
     def list(self) -> None:
@@ -304,7 +331,7 @@ class _Parser:
         if self.peek() == "]":
             self.at += 1
             return
-        for _ in range(MAX_LIST_ITEMS):
+        for count in range(1, MAX_LIST_ITEMS + 1):
             if IDENTIFIER.match(self.text, self.at):
                 self.expression(None, None, literals=False)  # a name or call, of any kind
             else:
@@ -312,5 +339,6 @@ class _Parser:
             if self.peek() == "]":
                 self.at += 1
                 return
+            if count == MAX_LIST_ITEMS:
+                raise _Invalid
             self.expect(", ")
-        raise _Invalid
