@@ -148,8 +148,7 @@ def test_a_step_that_fills_the_context_ends_the_run_with_an_error(tokenizer, sca
     assert not result.ok and "context is full" in result.error
 
 
-PROMPTS = ("what is the volume of the left hippocampus?", "segment the brain", "mean FLAIR intensity of the thalamus",
-           "how did the ventricles change?")
+PROMPTS = ("what is the volume of the left hippocampus?", "segment the brain", "mean FLAIR intensity of the thalamus")
 
 
 def test_constrained_decoding_writes_only_valid_steps(tokenizer, scans):
@@ -172,7 +171,7 @@ def test_constrained_decoding_writes_only_valid_steps(tokenizer, scans):
             found += [result.error] if any(e in result.error for e in checker_errors) else []
         return found
 
-    constrained = Agent(model, max_steps=3, max_step_tokens=96)
+    constrained = Agent(model, max_steps=3, max_step_tokens=64)
     assert errors_of(constrained) == []
     for prompt in PROMPTS:
         for step in constrained.run(prompt, scans).steps:
@@ -181,7 +180,7 @@ def test_constrained_decoding_writes_only_valid_steps(tokenizer, scans):
                 assert target in segment_targets()
             for contrast in re.findall(r'select\("([^"]*)"', step):
                 assert contrast in {"T1w", "FLAIR"}
-    unconstrained = Agent(model, max_steps=3, max_step_tokens=96, constrained=False)
+    unconstrained = Agent(model, max_steps=3, max_step_tokens=64, constrained=False)
     environment = Environment(Library(scans).functions())
     assert any(not environment.check(step).ok for prompt in PROMPTS for step in unconstrained.run(prompt, scans).steps)
 
