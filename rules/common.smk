@@ -85,6 +85,19 @@ def stage_export(stage):
     return f"{config['training']['run']}/exported/{stage}"
 
 
+# The files `voxelprompt export-model` writes. Paths are joined, not concatenated with "/": the
+# linter takes a literal that starts with "/" for an absolute path.
+CHECKPOINT_FILES = ("config.json", "tokenizer.json", "model.safetensors", "MODEL_CARD.md")
+
+
+def checkpoint_files(folder):
+    return [str(Path(folder) / name) for name in CHECKPOINT_FILES]
+
+
+def checkpoint_weights(folder):
+    return str(Path(folder) / "model.safetensors")
+
+
 def stage_settings(stage):
     """The `voxelprompt train` options of a stage: the settings common to every stage, then the
     stage's own, then where it starts from (the stage before it, if any)."""
@@ -98,7 +111,7 @@ def stage_settings(stage):
 def previous_stage_export(wildcards):
     stages = list(config["training"]["stages"])
     position = stages.index(wildcards.stage)
-    return [stage_export(stages[position - 1]) + "/model.safetensors"] if position > 0 else []
+    return [checkpoint_weights(stage_export(stages[position - 1]))] if position > 0 else []
 
 
 YAML_WORDS = {"true": True, "false": False, "null": None, "~": None}

@@ -12,7 +12,7 @@ rule train_stage:
         if config["training"]["settings"].get("labelled")
         else [],
     output:
-        multiext(stage_export("{stage}") + "/", "config.json", "tokenizer.json", "model.safetensors", "MODEL_CARD.md"),
+        checkpoint_files(stage_export("{stage}")),
     wildcard_constraints:
         stage="|".join(config["training"]["stages"]),
     params:
@@ -34,9 +34,9 @@ rule train_stage:
 
 rule train:
     input:
-        stage_export(list(config["training"]["stages"])[-1]) + "/model.safetensors",
+        checkpoint_weights(stage_export(list(config["training"]["stages"])[-1])),
     output:
-        multiext(f"{config['training']['model']}/", "config.json", "tokenizer.json", "model.safetensors", "MODEL_CARD.md"),
+        checkpoint_files(config["training"]["model"]),
     params:
         cli=VOXELPROMPT,
         stage=lambda wildcards, input: Path(input[0]).parent,
