@@ -21,6 +21,7 @@ from voxelprompt.model.tokens import mark_vision_calls, text_of
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
 from voxelprompt.runtime.measures import MeasureError, Scan
+from voxelprompt.runtime.steps import Status
 from voxelprompt.tasks.values import segment_targets
 from voxelprompt.volume import Volume
 
@@ -183,6 +184,35 @@ def test_constrained_decoding_writes_only_valid_steps(tokenizer, scans):
     unconstrained = Agent(model, max_steps=3, max_step_tokens=64, constrained=False)
     environment = Environment(Library(scans).functions())
     assert any(not environment.check(step).ok for prompt in PROMPTS for step in unconstrained.run(prompt, scans).steps)
+
+
+def test_the_pruned_search_takes_the_token_a_search_of_every_token_takes(tokenizer, scans, monkeypatch):
+    """Constrained decoding checks each first character once and skips the pieces that start with a
+    character the step cannot take; at every token of a random model's run it takes the token that
+    checking every piece in order of likelihood takes, also where the 16 likeliest all fail."""
+    model = _model(tokenizer, seed=5)
+    agent = Agent(model, max_steps=2, max_step_tokens=48)
+    pruned, end = agent._allowed_best, model.special[tokens.END_STEP]
+    compared = []
+
+    def exhaustive(logits: torch.Tensor, text: str) -> int | None:
+        for token in torch.argsort(logits, descending=True).tolist():
+            if token == end:
+                if text and agent._checker.check(text) is Status.COMPLETE:
+                    return token
+            elif agent.pieces[token] is not None and agent._checker.check(text + agent.pieces[token]) is not Status.INVALID:
+                return token
+        return None
+
+    def both(logits: torch.Tensor, text: str) -> int | None:
+        token = pruned(logits, text)
+        compared.append((token, exhaustive(logits, text), torch.topk(logits, 16).indices.tolist()))
+        return token
+
+    monkeypatch.setattr(agent, "_allowed_best", both)
+    agent.run(PROMPTS[0], scans)
+    assert [taken for taken, _, _ in compared] == [expected for _, expected, _ in compared]
+    assert any(taken not in likeliest for taken, _, likeliest in compared), "the search past the 16 likeliest never ran"
 
 
 # --- scripted decoding -----------------------------------------------------------------------------

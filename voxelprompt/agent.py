@@ -247,13 +247,29 @@ class Agent:
         """The most likely token with which the step's text can still become a valid step; the end of
         the step only where the text is a valid step."""
         end = self.model.special[tokens.END_STEP]
-        order = torch.topk(logits, CANDIDATES).indices.tolist()
-        for candidates in (order, torch.argsort(logits, descending=True).tolist()):
+        # A piece can continue the text only if its first character can (what can still become a
+        # valid step is closed under prefixes), so each first character is checked once: where few
+        # tokens fit (inside a target's name), the search through the whole vocabulary checks a few
+        # dozen characters and the pieces that start with them, not every piece.
+        viable_start: dict[str, bool] = {}
+        checked: set[int] = set()
+        for candidates in (torch.topk(logits, CANDIDATES).indices.tolist(),
+                           torch.argsort(logits, descending=True).tolist()):
             for token in candidates:
+                if token in checked:
+                    continue
+                checked.add(token)
                 if token == end:
                     if text and self._checker.check(text) is Status.COMPLETE:
                         return token
-                elif self.pieces[token] is not None and self._checker.check(text + self.pieces[token]) is not Status.INVALID:
+                    continue
+                piece = self.pieces[token]
+                if piece is None:
+                    continue
+                head = piece[:1]
+                if head not in viable_start:
+                    viable_start[head] = self._checker.check(text + head) is not Status.INVALID
+                if viable_start[head] and self._checker.check(text + piece) is not Status.INVALID:
                     return token
         return None
 

@@ -125,10 +125,16 @@ class StepChecker:
                          for place, words in self.vocabularies.items()}
         self.vision_calls = frozenset(vision_calls)
         self.names: dict[str, frozenset[str] | None] = {}  # assigned name -> kind of its value
+        # What may begin an argument depends only on its kinds, the nesting depth and the names
+        # assigned so far, not on the text: worked out once per step, not at every check.
+        self.starts: dict = {}  # (kinds, depth, names) -> (names, functions) that may begin there
+        self.makeable: dict = {}  # names -> {(kinds, depth) -> whether such an argument can be written}
 
     def assigned(self, namespace: Mapping[str, object]) -> None:
         """The values the program's earlier steps assigned, by name (they may be used from now on)."""
         self.names = {name: kind_of_value(value) for name, value in namespace.items() if name not in self.signatures}
+        self.starts.clear()
+        self.makeable.clear()
 
     def check(self, text: str) -> Status:
         """Whether `text` begins a valid step, or is one."""
@@ -144,9 +150,12 @@ class StepChecker:
 class _Parser:
     def __init__(self, checker: StepChecker, text: str):
         self.checker, self.text, self.at = checker, text, 0
-        self.names = dict(checker.names)
         self.depth = 0
-        self.makeable: dict = {}  # (kinds, depth) -> whether an argument of those kinds can be written there
+        self._assigned(dict(checker.names))
+
+    def _assigned(self, names: dict[str, frozenset[str] | None]) -> None:
+        self.names, self.names_key = names, frozenset(names.items())
+        self.makeable = self.checker.makeable.setdefault(self.names_key, {})  # (kinds, depth) -> bool
 
     # --- characters -------------------------------------------------------------------------------
     def peek(self) -> str:
@@ -205,7 +214,7 @@ class _Parser:
         kind = self.expression(None, None, literals=False)
         if kind == frozenset({"none"}):
             raise _Invalid
-        self.names[word] = kind
+        self._assigned({**self.names, word: kind})
         return False
 
     def call(self, top: bool = False) -> tuple[str, frozenset[str] | None]:
@@ -254,8 +263,7 @@ class _Parser:
             return frozenset({literal})
         # Only names and calls of a kind the parameter takes may begin here, so that decoding never
         # starts a call whose value cannot be used (a call that gives nothing is a statement).
-        names = {name for name, kind in self.names.items() if _fits(kind, accepts)}
-        calls = {name for name, signature in self.checker.signatures.items() if self._may_call(signature, accepts)}
+        names, calls = self._starts(accepts)
         start = self.at
         word = self.identifier(names | calls)
         if self.peek() == "(":
@@ -268,6 +276,14 @@ class _Parser:
         else:
             raise _Invalid  # not defined (yet), or of another kind
         return kind
+
+    def _starts(self, accepts: frozenset[str] | None) -> tuple[frozenset[str], frozenset[str]]:
+        key = (accepts, self.depth, self.names_key)
+        if key not in self.checker.starts:
+            self.checker.starts[key] = (
+                frozenset(name for name, kind in self.names.items() if _fits(kind, accepts)),
+                frozenset(name for name, signature in self.checker.signatures.items() if self._may_call(signature, accepts)))
+        return self.checker.starts[key]
 
     def _may_call(self, signature: Signature, accepts: frozenset[str] | None) -> bool:
         """Whether a call of this function can begin here and be completed: it gives a value of a
