@@ -1,6 +1,6 @@
 """Put the summary of `snakemake evaluate` into docs/evaluation.md (between the markers of its
 setting), after the evaluation's numbers changed. CI checks that the reduced setting's quote is what a
-fresh run gives; the full setting's is reproduced by its command in the README.
+fresh run gives; the full setting's is reproduced by its command in docs/evaluation.md.
 
     .venv/bin/python scripts/quote-evaluation.py [results/evaluation/summary.md] [--setting full]
 """

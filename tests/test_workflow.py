@@ -75,8 +75,8 @@ def snakemake(workdir: Path, *args: str, timeout_s: int = 900) -> subprocess.Com
 
 
 def test_lint_reports_nothing_but_the_software_environment_note(workdir):
-    """Rules run the package's CLI with the interpreter that runs Snakemake (README, "Software
-    environment"), so the one recommendation left is to name a conda env or container per rule."""
+    """Rules run the package's CLI with the interpreter that runs Snakemake (docs/development.md,
+    "Software environment"), so the one recommendation left is to name a conda env or container per rule."""
     result = snakemake(workdir, "--lint")
     assert "Lints for rule" in result.stdout + result.stderr, result.stderr  # lint ran (exit 1 = has notes)
     lints = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip().startswith("* ")]

@@ -773,9 +773,10 @@ def _publish(staged: Mapping[str, Path], out_dir: Path) -> dict[str, Path]:
     return written
 
 
-# --- the README's quote of the summary -------------------------------------------------------------
+# --- docs/evaluation.md's quote of the summary ---------------------------------------------------
 
-# Two quotes: the reduced setting's, which CI reproduces, and the full setting's (the command in the README).
+# Two quotes: the reduced setting's, which CI reproduces, and the full setting's (its command is on the
+# page).
 EVALUATION_PAGE = "docs/evaluation.md"  # where the summaries of the shipped model are quoted, between markers
 QUOTE_MARKERS = {
     "reduced": ("<!-- evaluation summary: start -->", "<!-- evaluation summary: end -->"),

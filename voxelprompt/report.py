@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the agent imports torch: seconds that writing and gathering
 
 SCHEMA_VERSION = 2  # 2: masks gained `image`
 METADATA_KEY = b"voxelprompt"  # Parquet schema metadata: JSON with the schema version and provenance
-DESCRIPTION_KEY = b"description"  # field and schema metadata: one line for the README and for readers
+DESCRIPTION_KEY = b"description"  # field and schema metadata: one line for docs/tables.md and for readers
 OK, ERROR = "ok", "error"
 SORT_KEYS = [("subject", "ascending"), ("session", "ascending"), ("prompt_id", "ascending")]
 
@@ -224,12 +224,12 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
 
 
 def schema_markdown() -> str:
-    """The three schemas as markdown tables, for the README."""
+    """The three schemas as markdown tables, for docs/tables.md."""
     lines = []
     for name, schema in SCHEMAS.items():
         lines += [f"### `results/{name}.parquet`", "", schema.metadata[DESCRIPTION_KEY].decode(), "",
                   "| column | type | description |", "|---|---|---|"]
-        for column in schema:  # Arrow calls float64 "double"; the README says what pandas and numpy say
+        for column in schema:  # Arrow calls float64 "double"; docs/tables.md says what pandas and numpy say
             kind = str(column.type).replace("double", "float64")
             lines.append(f"| `{column.name}` | {kind} | {column.metadata[DESCRIPTION_KEY].decode()} |")
         lines.append("")
