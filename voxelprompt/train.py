@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import json
 import math
 import os
@@ -320,6 +321,12 @@ def train(settings: Settings) -> Path:
             model.save_pretrained(best, card=model_card(settings, state))
         print(file=sys.stderr)
     if distributed:
+        # Were DDP's reducer the last owner of the gloo process group, the group's destructor would
+        # run under the GIL and join worker threads that may need the GIL to free the tensor of a
+        # finished broadcast: the process would hang at exit. So the reducer goes first, and the group
+        # goes with `destroy_process_group`, which releases the GIL.
+        del trained
+        gc.collect()
         dist.destroy_process_group()
     return best
 
