@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from voxelprompt.agent import Result
-from voxelprompt.evaluate import (EVALUATION_SEED, EXAMPLE_COLUMNS, METRIC_COLUMNS, QUANTITY_OF_TASK, bind_values,
-                                  dice, held_out_examples, paraphrase_example, paraphrase_examples, score_examples)
+from voxelprompt.evaluate import (EXAMPLE_COLUMNS, METRIC_COLUMNS, QUANTITY_OF_TASK, bind_values, dice,
+                                  held_out_examples, paraphrase_example, paraphrase_examples, relative_error,
+                                  role_output, score_examples)
 from voxelprompt.paraphrases import Paraphrase, load_paraphrases
 from voxelprompt.protocol import ProtocolSettings
 from voxelprompt.runtime.library import Metric
+from voxelprompt.seeds import EVALUATION_SEED, Stream, generator
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import execute, sample_example
@@ -81,8 +83,8 @@ def test_held_out_examples_are_the_seeded_draws_and_reproducible(anatomy_cache):
     for (_, a), (_, b) in zip(first, again):
         assert (a.prompt, a.program) == (b.prompt, b.program)
         assert np.array_equal(a.subject.sessions[0].synthetic.label_map.array, b.subject.sessions[0].synthetic.label_map.array)
-    # example `repeat` of the task at position `number` comes from [seed, number, repeat]
-    drawn = sample_example(np.random.default_rng([EVALUATION_SEED, 1, 1]), "segment-lesion", COARSE_MM)
+    # example `repeat` of the task at position `number` comes from its stream
+    drawn = sample_example(generator(EVALUATION_SEED, Stream.HELD_OUT_EXAMPLE, 1, 1), "segment-lesion", COARSE_MM)
     assert (drawn.prompt, drawn.program) == (first[3][1].prompt, first[3][1].program)
 
 
@@ -142,6 +144,33 @@ def test_numbers_give_metric_rows_with_their_quantity_and_relative_error(example
     # a number reported under another name counts as missing: wholly wrong
     _, metrics = score_examples(None, [(3, example)], "held-out", Answering(metrics=[Metric("volume", 1.0, "mm3")]))
     assert math.isnan(metrics.loc[0, "produced"]) and metrics.loc[0, "relative_error"] == 1.0
+
+
+def test_an_exact_zero_where_zero_is_expected_is_no_error():
+    """A lesion that did not grow: 0 reported against 0 is right (it scored 1, wholly wrong, before)."""
+    assert relative_error(0.0, 0.0) == 0.0
+    assert relative_error(-0.0, 0.0) == 0.0
+    assert relative_error(0.5, 0.0) == 1.0 and relative_error(math.nan, 0.0) == 1.0
+    assert relative_error(math.nan, 2.0) == 1.0 and relative_error(3.0, 2.0) == 0.5
+
+
+def test_a_right_mask_under_another_name_is_scored_and_an_image_is_never_taken_for_a_mask(examples):
+    """The output that plays the expected output's role is scored, whatever the program named it; an
+    image (a float volume) is not a mask, and two candidate masks are ambiguous."""
+    example = examples["segment-anatomy"]
+    target = example.bound.program["target"]
+    renamed = [step.replace(f'output(segmentation, "{target}")', 'output(segmentation, "my structure")')
+               for step in example.program]
+    assert renamed != example.program
+    table, _ = score_examples(None, [(0, example)], "held-out", Replaying({example.prompt: (renamed, example.subject)}))
+    assert table.loc[0, "mask_dice"] == 1.0  # it scored 0 by name before
+    expected = mask((0, 0, 0), (1, 1, 1))
+    image = expected.with_array(np.ones((4, 4, 4), np.float32))
+    assert role_output({"T1w within it": image}, "it", expected) is None
+    assert role_output({"T1w within it": image, "other name": expected}, "it", expected) is expected
+    assert role_output({"a": expected, "b": mask((2, 2, 2))}, "it", expected) is None
+    assert role_output({"a": mask((3, 3, 3)), "it": expected}, "it", expected) is expected
+    assert role_output({"it": Volume(np.zeros((2, 2, 2), np.uint8), np.eye(4))}, "it", expected) is None
 
 
 def test_choices_give_the_expected_and_produced_answer(examples):

@@ -38,17 +38,21 @@ from voxelprompt.packaged_data import package_file
 from voxelprompt.paraphrases import Paraphrase
 from voxelprompt.runtime.answers import SIGNAL_WORDS
 from voxelprompt.runtime.measures import Scan
+from voxelprompt.seeds import EVALUATION_SEED, Stream, generator
 from voxelprompt.synth import anatomy
 from voxelprompt.synth.lesions import lesion_classes
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import Task, catalogue, task
 from voxelprompt.tasks.grammar import grammar
-from voxelprompt.tasks.sampling import MAX_ATTEMPTS, Example, Execution, execute, sample_example
+from voxelprompt.tasks.sampling import Example, Execution, execute, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
 from voxelprompt.tasks.truth import GroundTruthVision
+from voxelprompt.volume import Volume
 
-EVALUATION_SEED = 2_000_003  # training draws from [seed, rank, step], validation from 1_000_003
-PARAPHRASE_STREAM = 7  # paraphrase subjects draw from [seed, 7, paraphrase, attempt]
+# Subjects drawn for a paraphrase before giving up. Some values are rare: "the largest white matter
+# hyperintensity" needs several of them, and on a coarse grid small lesions vanish (at 4 mm about one
+# draw in seven allows it).
+MAX_ATTEMPTS = 60
 RELATIVE_TOLERANCE = 1e-6  # metrics closer than this (relative) are the same number in equivalence
 LARGE_STRUCTURES = ("left and right cerebral white matter", "left and right cerebral cortex",
                     "left and right cerebellum", "left and right lateral ventricle", "brainstem",
@@ -96,13 +100,13 @@ def iter_held_out_examples(per_task: int, seed: int = EVALUATION_SEED, spacing_m
     (tens of MB each at 2 mm)."""
     for number, name in enumerate(tasks or list(catalogue())):
         for repeat in range(per_task):
-            yield repeat, sample_example(np.random.default_rng([seed, number, repeat]), name, spacing_mm)
+            yield repeat, sample_example(generator(seed, Stream.HELD_OUT_EXAMPLE, number, repeat), name, spacing_mm)
 
 
 def held_out_examples(per_task: int, seed: int = EVALUATION_SEED, spacing_mm: float = 2.0,
                       tasks: list[str] | None = None) -> list[tuple[int, Example]]:
     """`per_task` examples of every task (or of the given ones), numbered 0, 1, ... within their task;
-    the example numbered `repeat` of the task at position `number` is drawn from [seed, number, repeat]."""
+    the example numbered `repeat` of the task at position `number` is drawn from stream HELD_OUT_EXAMPLE."""
     return list(iter_held_out_examples(per_task, seed, spacing_mm, tasks))
 
 
@@ -164,7 +168,7 @@ def _example_scores(example: Example, truth: Execution, result: Result) -> dict:
               "answer_expected": None, "answer_produced": None, "answer_correct": None}
     # Images (masked, removed, cropped) follow from their masks: they are not scored twice.
     if kind == "mask" and expected.outputs:
-        scores["mask_dice"] = float(np.mean([_output_dice(result.outputs.get(name), mask)
+        scores["mask_dice"] = float(np.mean([_output_dice(role_output(result.outputs, name, mask), mask)
                                              for name, mask in expected.outputs.items()]))
     elif kind == "choice":
         answer = expected.responses[-1] if expected.responses else None
@@ -176,15 +180,41 @@ def _example_scores(example: Example, truth: Execution, result: Result) -> dict:
 
 def _metric_scores(example: Example, truth: Execution, result: Result) -> list[dict]:
     """One row per number the ground truth reports; a number the agent does not report under the same
-    name counts as wholly wrong (relative error 1), as does any error against an expected zero."""
+    name counts as wholly wrong (relative error 1), as does any other number where 0 is expected."""
     produced = {m.name: m.value for m in result.metrics}
     rows = []
     for metric in truth.library.metrics:
         value = produced.get(metric.name, math.nan)
-        error = abs(value - metric.value) / abs(metric.value) if metric.name in produced and metric.value != 0 else 1.0
         rows.append({"metric": metric.name, "quantity": QUANTITY_OF_TASK[example.task.name], "unit": metric.unit,
-                     "expected": float(metric.value), "produced": float(value), "relative_error": float(error)})
+                     "expected": float(metric.value), "produced": float(value),
+                     "relative_error": relative_error(value, metric.value)})
     return rows
+
+
+def relative_error(produced: float, expected: float) -> float:
+    """|produced - expected| / |expected|; against an expected 0, 0 for a 0 and 1 (wholly wrong) for any
+    other number. A number not produced (NaN) is wholly wrong."""
+    if math.isnan(produced):
+        return 1.0
+    if expected == 0:
+        return 0.0 if produced == 0 else 1.0
+    return float(abs(produced - expected) / abs(expected))
+
+
+def role_output(outputs: Mapping[str, Volume], name: str, like: Volume | np.ndarray) -> Volume | None:
+    """The output that plays the role of the expected one, `like` under `name`: the output of that name;
+    else the only output of its kind (a mask, or an image) on its grid. A program names its outputs as it
+    likes ("left hippocampus", "hippocampus (left)"): a right mask under another name is still the mask
+    asked for, and an image is never taken for a mask. None when no output, or more than one, could be it."""
+    shape, mask = like.shape, _is_mask(like.array if isinstance(like, Volume) else like)
+    if name in outputs and outputs[name].shape == shape and _is_mask(outputs[name].array) == mask:
+        return outputs[name]
+    candidates = [v for v in outputs.values() if v.shape == shape and _is_mask(v.array) == mask]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _is_mask(array: np.ndarray) -> bool:
+    return array.dtype == bool or np.issubdtype(array.dtype, np.integer)
 
 
 SEGMENT_CALL = re.compile(r'segment\(\s*\w+\s*,\s*"([^"]*)"\s*\)')
@@ -265,12 +295,12 @@ def bind_values(chosen: Task, given: Mapping[str, str], subject: TaskSubject) ->
 def paraphrase_example(paraphrase: Paraphrase, index: int, seed: int = EVALUATION_SEED,
                        spacing_mm: float = 2.0) -> tuple[Example, Example]:
     """The pair of `paraphrase_examples` for the paraphrase at position `index` of the set: its
-    subjects are drawn from [seed, PARAPHRASE_STREAM, index, attempt] until one allows its values."""
+    subjects are drawn from stream PARAPHRASE_SUBJECT (index, attempt) until one allows its values."""
     chosen = task(paraphrase.task)
     requirements = _requirements_for(chosen, paraphrase.values)
     reason = None
     for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng([seed, PARAPHRASE_STREAM, index, attempt])
+        rng = generator(seed, Stream.PARAPHRASE_SUBJECT, index, attempt)
         subject = synthesize(requirements, rng, spacing_mm)
         try:
             bound = bind_values(chosen, paraphrase.values, subject)
@@ -344,5 +374,5 @@ def real_scan() -> TaskSubject:
 
 def held_out_subjects(count: int, seed: int = EVALUATION_SEED, spacing_mm: float = 2.0) -> list[TaskSubject]:
     """Synthetic subjects (a T1w and up to one more contrast, lesions at random) from held-out seeds."""
-    return [synthesize(Requirements(contrasts=("T1w",)), np.random.default_rng([seed, 99, n]), spacing_mm,
+    return [synthesize(Requirements(contrasts=("T1w",)), generator(seed, Stream.HELD_OUT_SUBJECT, n), spacing_mm,
                        max_contrasts=2) for n in range(count)]

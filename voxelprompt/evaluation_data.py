@@ -1,9 +1,9 @@
 """The data of the evaluation protocol: held-out synthetic subjects and examples, the training data of
 the specialised baselines, and the real labelled scan.
 
-Seeds. Training of the model draws from `[seed, rank, step, ...]` with small seeds and validates on
-`[1_000_003]`; the held-out cohort draws from `[EVALUATION_SEED, ...]` and the baselines' training
-data from `[BASELINE_TRAINING_SEED, ...]`, so no subject of one is a subject of another.
+Seeds (`voxelprompt.seeds`). The held-out cohort draws from `EVALUATION_SEED` and the baselines'
+training data from `BASELINE_TRAINING_SEED`, each through its own streams; training of the model may
+use neither, so no subject of one is a subject of another.
 
 Held-out cohort: for each lesion class that is a segmentation target, `per_class` subjects holding
 that lesion (plus, at random, lesions of other classes), every one also scored on the anatomical
@@ -21,17 +21,16 @@ on the anatomical targets only.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from voxelprompt.baselines.specialised import LESION_TARGETS, holds
-from voxelprompt.evaluate import EVALUATION_SEED, real_scan
+from voxelprompt.evaluate import real_scan
 from voxelprompt.labelled import subject_of
 from voxelprompt.model.inputs import on_working_grid
+from voxelprompt.seeds import BASELINE_TRAINING_SEED, EVALUATION_SEED, Stream, generator
 from voxelprompt.tasks.sampling import Example, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
 
-BASELINE_TRAINING_SEED = 3_000_017
 MAX_CONTRASTS = 2
 MAX_ATTEMPTS = 60  # subjects drawn before giving up on one that shows what it must
 
@@ -43,7 +42,7 @@ def lesion_class_subjects(per_class: int, seed: int, spacing_mm: float) -> list[
         for n in range(per_class):
             # On a coarse grid a small lesion can vanish when painted in: draw again until it shows.
             for attempt in range(MAX_ATTEMPTS):
-                rng = np.random.default_rng([seed, 11, number, n, attempt])
+                rng = generator(seed, Stream.LESION_CLASS_SUBJECT, number, n, attempt)
                 subject = synthesize(Requirements(lesions=(lesion_class,)), rng, spacing_mm,
                                      max_contrasts=MAX_CONTRASTS, mirrored=bool(n % 2))
                 if holds(subject, target):
@@ -59,7 +58,8 @@ def single_lesion_examples(task_name: str, task_number: int, count: int, seed: i
     examples = []
     for n in range(count):
         for attempt in range(MAX_ATTEMPTS):
-            example = sample_example(np.random.default_rng([seed, 13, task_number, n, attempt]), task_name, spacing_mm)
+            example = sample_example(generator(seed, Stream.SINGLE_LESION_EXAMPLE, task_number, n, attempt), task_name,
+                                     spacing_mm)
             if len(example.subject.sessions[0].synthetic.lesions) == 1:
                 examples.append(example)
                 break

@@ -28,10 +28,11 @@ from voxelprompt import evaluation_data as data
 from voxelprompt.agent import Agent
 from voxelprompt.baselines import specialised
 from voxelprompt.baselines.registration import registration_dice
-from voxelprompt.evaluate import (CHARACTERISATION, EVALUATION_SEED, HELD_OUT, PARAPHRASE, TEMPLATE, dice,
-                                  iter_held_out_examples, paraphrase_example, score_examples)
+from voxelprompt.evaluate import (CHARACTERISATION, HELD_OUT, PARAPHRASE, TEMPLATE, dice, iter_held_out_examples,
+                                  paraphrase_example, role_output, score_examples)
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.paraphrases import Paraphrase, load_paraphrases
+from voxelprompt.seeds import BASELINE_TRAINING_SEED, EVALUATION_SEED
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.subjects import TaskSubject
 from voxelprompt.tasks.truth import target_mask
@@ -117,7 +118,7 @@ def segmentation_prompt(target: str) -> str:
 
 def segmentation_table(agent: Agent, held_out: list[tuple[str, TaskSubject]], real: list[tuple[str, TaskSubject]],
                        settings: ProtocolSettings, log: Callable[[str], None]) -> pd.DataFrame:
-    budget = specialised.Budget(settings.steps, seed=data.BASELINE_TRAINING_SEED)
+    budget = specialised.Budget(settings.steps, seed=BASELINE_TRAINING_SEED)
     training = data.baseline_training_subjects(settings.training_subjects, settings.spacing_mm)
     config = agent.model.config.vision
     started = time.perf_counter()
@@ -148,16 +149,15 @@ def segmentation_table(agent: Agent, held_out: list[tuple[str, TaskSubject]], re
 
 
 def voxelprompt_masks(agent: Agent, subject: TaskSubject, targets: list[str]) -> dict[str, np.ndarray]:
-    """The agent's mask for each target (empty when it outputs none or one of another shape)."""
+    """The agent's mask for each target: the output that is its mask (`role_output`), or an empty mask
+    when none is."""
     scans = [s for s in subject.scans if s.session == subject.sessions[0].label]
     cache: dict = {}  # one encoding of the subject for all its prompts
     masks = {}
-    shape = subject.sessions[0].synthetic.label_map.shape
+    empty = np.zeros(subject.sessions[0].synthetic.label_map.shape, bool)
     for target in targets:
-        outputs = agent.run(segmentation_prompt(target), scans, cache).outputs
-        produced = next(iter(outputs.values()), None)
-        usable = produced is not None and produced.shape == shape
-        masks[target] = (produced.array > 0) if usable else np.zeros(shape, bool)
+        produced = role_output(agent.run(segmentation_prompt(target), scans, cache).outputs, target, empty)
+        masks[target] = empty if produced is None else produced.array > 0
     return masks
 
 
@@ -175,7 +175,7 @@ def characterisation_tables(agent: Agent, settings: ProtocolSettings, log: Calla
     if not settings.characterisation_examples:
         return pd.DataFrame(), pd.DataFrame()
     names = list(catalogue())
-    budget = specialised.Budget(settings.steps, seed=data.BASELINE_TRAINING_SEED)
+    budget = specialised.Budget(settings.steps, seed=BASELINE_TRAINING_SEED)
     rows, runs = [], []
     for task_name in specialised.CHARACTERISATION_TASKS:
         number = names.index(task_name)
@@ -183,7 +183,7 @@ def characterisation_tables(agent: Agent, settings: ProtocolSettings, log: Calla
                                                settings.spacing_mm)
         started = time.perf_counter()
         training = data.single_lesion_examples(task_name, number, settings.classifier_examples,
-                                               data.BASELINE_TRAINING_SEED, settings.spacing_mm)
+                                               BASELINE_TRAINING_SEED, settings.spacing_mm)
         classifier, _ = specialised.train_classifier(training, agent.model.config.vision, budget)
         log(f"  classifier {task_name}: {time.perf_counter() - started:.0f} s")
         scored, _ = score_examples(None, list(enumerate(held_out)), CHARACTERISATION, agent)

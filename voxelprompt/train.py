@@ -42,6 +42,7 @@ from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel, device_for
 from voxelprompt.model.objective import Objective
 from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
+from voxelprompt.seeds import VALIDATION_SEED, refuse_reserved
 from voxelprompt.synth import labels
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import example_for, sample_example
@@ -52,7 +53,6 @@ LOG_COLUMNS = ("step", "seconds", "learning_rate", "loss", "code_loss", "token_a
                "validation_token_accuracy", "validation_dice", "validation_exact", "validation_equivalent",
                "validation_targets", "validation_finished")
 STAGES = ("agent", "joint")
-VALIDATION_SEED = 1_000_003  # never used for training examples
 
 
 @dataclass
@@ -232,6 +232,9 @@ def gamma_distorted(episode: episodes.Episode, rng: np.random.Generator, log_sig
 
 
 def train(settings: Settings) -> Path:
+    if settings.stage not in STAGES:
+        raise ValueError(f"unknown stage {settings.stage!r}; stages: {', '.join(STAGES)}")
+    refuse_reserved(settings.seed)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     device = device_for(settings.device)
     if distributed:
@@ -262,8 +265,6 @@ def train(settings: Settings) -> Path:
 
     rng = np.random.default_rng([settings.seed, rank, state.step])
     tasks = list(catalogue().values())
-    if settings.stage not in STAGES:
-        raise ValueError(f"unknown stage {settings.stage!r}; stages: {', '.join(STAGES)}")
     if settings.stage == "agent":
         settings = replace(settings, imaged_every=0, validation_imaged=0)
     imaged = None

@@ -37,6 +37,7 @@ from voxelprompt.model.inputs import stacked
 from voxelprompt.model.objective import soft_dice
 from voxelprompt.model.vision import VisionNetworks
 from voxelprompt.runtime.measures import Scan
+from voxelprompt.seeds import Stream, generator
 from voxelprompt.tasks.sampling import Example, execute
 from voxelprompt.tasks.subjects import TaskSubject
 from voxelprompt.tasks.truth import target_mask
@@ -83,7 +84,7 @@ class Crop:
 def training_crop(subjects: list[TaskSubject], target: str, budget: Budget, target_number: int, step: int) -> Crop:
     """The crop that step `step` of target number `target_number` trains on: a subject that holds the
     target, cut to the budget's crop around the target's centre, shifted by up to 8 voxels."""
-    rng = np.random.default_rng([budget.seed, target_number, step])
+    rng = generator(budget.seed, Stream.TRAINING_CROP, target_number, step)
     holding = [s for s in subjects if holds(s, target)]
     if not holding:
         raise ValueError(f"no training subject holds {target!r}")
@@ -220,7 +221,7 @@ def train_classifier(examples: list[Example], config: VisionConfig, budget: Budg
     inputs = [_inputs(classifier_scans(e)) for e in examples]
     losses = []
     for step in range(budget.steps):
-        number = int(np.random.default_rng([budget.seed, step]).integers(len(examples)))
+        number = int(generator(budget.seed, Stream.CLASSIFIER_EXAMPLE, step).integers(len(examples)))
         logits = network(*inputs[number])
         losses.append(_step(optimiser, F.cross_entropy(logits[None], torch.tensor([labels[number]]))))
     return network.eval(), losses

@@ -27,12 +27,17 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> None:
     from voxelprompt.errors import InputError
     from voxelprompt.model.config import PRESETS
+    from voxelprompt.seeds import refuse_reserved
     from voxelprompt.train import Settings, train
 
     settings = Settings(**{k: (str(v) if k == "out" else v) for k, v in vars(args).items()
                            if k in Settings.__dataclass_fields__})
     if settings.preset not in PRESETS:
         raise InputError("--preset", f"unknown preset {settings.preset!r}; presets: {', '.join(PRESETS)}")
+    try:
+        refuse_reserved(settings.seed)
+    except ValueError as reserved:
+        raise InputError("--seed", str(reserved)) from None
     best = train(settings)
     print(best)
     # Under torchrun every process returns here; one of them exports.
