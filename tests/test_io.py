@@ -478,3 +478,19 @@ def test_an_image_of_unknown_orientation_is_refused(tmp_path):
     header["srow_x"], header["srow_y"], header["srow_z"] = [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]
     nib.save(nib.Nifti1Image(_array(), None, header=header), path)
     assert load_volume(path).shape == SHAPE
+
+
+def test_an_image_whose_qform_and_sform_mirror_each_other_is_refused(tmp_path):
+    """Both set, of opposite handedness: one of them flips left and right, and nibabel would silently
+    take the sform. Agreeing ones, even differing by a shift or a rotation, are read."""
+    image = nib.Nifti1Image(_array(), np.diag([1.0, 1.0, 1.0, 1.0]))
+    image.set_qform(np.diag([-1.0, 1.0, 1.0, 1.0]), code=1)
+    image.set_sform(np.diag([1.0, 1.0, 1.0, 1.0]), code=1)
+    path = tmp_path / "mirrored.nii.gz"
+    nib.save(image, path)
+    _raises_input_error(path, "disagree on left and right")
+    shifted = np.diag([-1.0, 1.0, 1.0, 1.0])
+    shifted[:3, 3] = [10.0, -4.0, 2.0]
+    image.set_sform(shifted, code=2)
+    nib.save(image, path)
+    assert load_volume(path).shape == SHAPE

@@ -163,15 +163,25 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def check_orientation_known(path: str | Path, header) -> None:
-    """Refuse a NIfTI image whose qform and sform codes are both 0: its orientation is unknown, and
-    nibabel falls back to an affine made of the voxel sizes alone, so "left" may be the subject's
-    right. (MGH/MGZ headers always state their orientation.)"""
+    """Refuse a NIfTI image whose orientation is unknown or contradicts itself, so that "left" is
+    never the subject's right:
+    - qform and sform codes both 0: nibabel falls back to an affine made of the voxel sizes alone;
+    - a qform and an sform both set, of opposite handedness: one of them mirrors the head, and the
+      header does not say which (nibabel would silently take the sform).
+    (MGH/MGZ headers always state their orientation, once.)"""
     if "qform_code" not in header or "sform_code" not in header:
         return
-    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+    qform_code, sform_code = int(header["qform_code"]), int(header["sform_code"])
+    if qform_code == 0 and sform_code == 0:
         raise InputError(path, "its orientation is unknown (qform_code and sform_code are both 0), so left "
                                "and right cannot be told apart; set the orientation in the header (e.g. "
                                "re-export it from the scanner's DICOM with dcm2niix) and run again")
+    if qform_code > 0 and sform_code > 0:
+        qform, sform = header.get_qform(), header.get_sform()
+        if np.sign(np.linalg.det(qform[:3, :3])) * np.sign(np.linalg.det(sform[:3, :3])) < 0:
+            raise InputError(path, "its qform and sform disagree on left and right (one is the mirror image "
+                                   "of the other), so which side is which is unknown; fix the header (e.g. "
+                                   "re-export it from the scanner's DICOM with dcm2niix) and run again")
 
 
 def check_affine(path: str | Path, affine: np.ndarray) -> None:
