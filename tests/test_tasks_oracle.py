@@ -1,7 +1,14 @@
 """The oracle check: with ground truth standing in for the vision networks, every task's program phi*
-reproduces the truth of synthetic subjects, computed here independently of the programs: volumes to
-the voxel (lesion volumes as the synthesis measured them), extents, intensities, longitudinal
-changes, and every characterisation answer the lesions were built with."""
+reproduces the truth of synthetic subjects, computed here independently of the programs and of the
+label vocabulary: masks and images voxel by voxel, volumes to the voxel (lesion volumes as the
+synthesis measured them), extents and crops from the world coordinates of the voxels' corners,
+intensities, longitudinal changes, and every characterisation answer the lesions were built with.
+
+The label ids of a few dozen targets are written out here by hand from the base labels
+(data/labels/structures.tsv; Desikan-Killiany parcel n of data/labels/cortical_parcels.tsv is 1000 + n
+on the left and 2000 + n on the right, its white matter 3000 + n and 4000 + n): singles, pairs,
+unions, sides, lobes and territories. Every one of them is checked through the programs voxel by
+voxel; the random pairs take their masks from this table whenever it names their target."""
 
 from __future__ import annotations
 
@@ -24,6 +31,55 @@ PAIRS_PER_TASK = 8
 SIGNAL_WORD = {"hyper": "hyperintense", "hypo": "hypointense", "iso": "isointense", "low": "hypointense",
                "high": "hyperintense"}
 DENSITY_WORD = {"hyper": "hyperdense", "hypo": "hypodense", "iso": "isodense"}
+
+# Desikan-Killiany parcel numbers (row order of cortical_parcels.tsv) by lobe and by territory.
+LOBE_PARCELS = {"frontal": (3, 11, 13, 16, 17, 18, 19, 23, 26, 27, 31), "parietal": (7, 21, 24, 28, 30),
+                "temporal": (1, 5, 6, 8, 14, 15, 29, 32, 33), "occipital": (4, 10, 12, 20),
+                "cingulate": (2, 9, 22, 25), "insular": (34,)}
+TERRITORY_PARCELS = {"MCA": (1, 3, 7, 11, 14, 17, 18, 19, 21, 23, 26, 28, 29, 30, 32, 33, 34),
+                     "ACA": (2, 13, 16, 22, 24, 25, 27, 31), "PCA": (4, 5, 6, 8, 9, 10, 12, 15, 20)}
+TERRITORY_DEEP = {"left MCA": {12, 13, 14, 15, 17}, "right MCA": {22, 23, 24, 25, 27}, "left PCA": {11, 16},
+                  "right PCA": {21, 26}, "left ACA": set(), "right ACA": set()}
+
+
+def _grey_and_white(side: str, parcels) -> set[int]:
+    cortex, white = (1000, 3000) if side == "left" else (2000, 4000)
+    return {cortex + n for n in parcels} | {white + n for n in parcels}
+
+
+CORTEX = {"left": set(range(1001, 1035)), "right": set(range(2001, 2035))}
+WHITE = {"left": set(range(3001, 3035)), "right": set(range(4001, 4035))}
+DEEP = {"left": {11, 12, 13, 14, 15}, "right": {21, 22, 23, 24, 25}}
+GREY = {"left": {16, 17}, "right": {26, 27}}  # hippocampus, amygdala
+BRAIN = CORTEX["left"] | CORTEX["right"] | WHITE["left"] | WHITE["right"] | DEEP["left"] | DEEP["right"] | \
+    GREY["left"] | GREY["right"] | {8, 9, 10}  # cerebellum and brainstem
+HAND_IDS = {
+    "left hippocampus": {16}, "right hippocampus": {26}, "left and right hippocampus": {16, 26},
+    "left amygdala": {17}, "right amygdala": {27}, "left thalamus": {11}, "left and right thalamus": {11, 21},
+    "left caudate": {12}, "right putamen": {23}, "left and right putamen": {13, 23}, "right pallidum": {24},
+    "left accumbens": {15}, "left lateral ventricle": {4}, "left and right lateral ventricle": {4, 5},
+    "third ventricle": {6}, "fourth ventricle": {7}, "brainstem": {10}, "left cerebellum": {8},
+    "left and right cerebellum": {8, 9}, "left superior frontal gyrus": {1027}, "right insula": {2034},
+    "left and right precuneus": {1024, 2024}, "right banks of the superior temporal sulcus": {2001},
+    "left cerebral cortex": CORTEX["left"], "left and right cerebral cortex": CORTEX["left"] | CORTEX["right"],
+    "right cerebral white matter": WHITE["right"], "left and right cerebral white matter": WHITE["left"] | WHITE["right"],
+    "left and right deep grey matter": DEEP["left"] | DEEP["right"],
+    "left and right basal ganglia": {12, 13, 14, 15, 22, 23, 24, 25},
+    "left cerebral hemisphere": CORTEX["left"] | WHITE["left"] | DEEP["left"] | GREY["left"],
+    "ventricular system": {4, 5, 6, 7}, "brain": BRAIN, "cranial cavity": BRAIN | {3, 4, 5, 6, 7},
+    "infratentorial brain": {7, 8, 9, 10},
+    "supratentorial brain": BRAIN - {8, 9, 10} | {4, 5, 6},
+    "left frontal lobe": _grey_and_white("left", LOBE_PARCELS["frontal"]),
+    "right temporal lobe": _grey_and_white("right", LOBE_PARCELS["temporal"]),
+    "left and right occipital lobe": _grey_and_white("left", LOBE_PARCELS["occipital"])
+    | _grey_and_white("right", LOBE_PARCELS["occipital"]),
+    "right insular lobe": _grey_and_white("right", LOBE_PARCELS["insular"]),
+    "left MCA territory": _grey_and_white("left", TERRITORY_PARCELS["MCA"]) | TERRITORY_DEEP["left MCA"],
+    "right PCA territory": _grey_and_white("right", TERRITORY_PARCELS["PCA"]) | TERRITORY_DEEP["right PCA"],
+    "left ACA territory": _grey_and_white("left", TERRITORY_PARCELS["ACA"]),
+    "left and right PCA territory": _grey_and_white("left", TERRITORY_PARCELS["PCA"])
+    | _grey_and_white("right", TERRITORY_PARCELS["PCA"]) | TERRITORY_DEEP["left PCA"] | TERRITORY_DEEP["right PCA"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +144,15 @@ def truth(example):
     scan = {s.modality: s for s in example.subject.scans if s.session == first.label}
     if example.task.family == "segmentation":
         key = next(iter(example.task.values))
-        return {"voxels": int(_mask(first, values[key], example).sum())}
+        return {"mask": _mask(first, values[key], example)}
     if name in ("extract-region", "remove-region", "crop-field-of-view"):
         mask = _mask(first, values["target"], example)
-        image = scan[values["contrast"]].volume.array
+        volume = scan[values["contrast"]].volume
         if name == "extract-region":
-            return {"sum": float(image[mask].sum())}
+            return {"image": np.where(mask, volume.array, 0)}
         if name == "remove-region":
-            return {"sum": float(image[~mask].sum())}
-        margin = np.ceil(float(values["margin_mm"]) / first.synthetic.label_map.spacing_mm).astype(int)
-        indices = np.argwhere(mask)
-        low = np.maximum(indices.min(0) - margin, 0)
-        high = np.minimum(indices.max(0) + 1 + margin, mask.shape)
-        return {"shape": tuple(int(v) for v in high - low)}
+            return {"image": np.where(mask, 0, volume.array)}
+        return _crop(volume, mask, float(values["margin_mm"]))
     if name in ("mean-intensity", "mean-hu", "mean-adc"):
         modality = {"mean-hu": "CT", "mean-adc": "ADC"}.get(name, values.get("contrast"))
         return {"value": float(scan[modality].volume.array[_mask(first, values["region"], example)].mean())}
@@ -111,7 +163,7 @@ def truth(example):
         lesion = example.bound.lesions.get("region")
         return {"value": lesion.attributes["volume_mm3"] if lesion else _volume(first, values["region"], example)}
     if name in ("bounding-box", "extent"):
-        extents = _extents(first, _mask(first, values["region"], example))
+        extents = _extents(first.synthetic.label_map.affine, _mask(first, values["region"], example))
         return {"value": extents[values["extent"]]} if name == "extent" else {"values": list(extents.values())}
     if name == "asymmetry":
         left = _volume(first, f"left {values['structure']}", example)
@@ -155,12 +207,12 @@ def answer(example, run):
     library, kind = run.library, example.task.answer["kind"]
     if kind == "mask":
         (mask,) = library.outputs.values()
-        return {"voxels": int(np.count_nonzero(mask.array))}
+        return {"mask": mask.array > 0}
     if kind == "image":
         (image,) = library.outputs.values()
         if example.task.name == "crop-field-of-view":
-            return {"shape": tuple(image.shape)}
-        return {"sum": float(image.array.sum())}
+            return {"image": image.array, "origin_mm": tuple(np.round(image.affine[:3, 3], 6))}
+        return {"image": image.array}
     if kind == "choice":
         return {"choice": library.responses[-1]}
     values = [metric.value for metric in library.metrics]
@@ -171,7 +223,10 @@ def _same(expected, got) -> bool:
     if expected.keys() != got.keys():
         return False
     for key, value in expected.items():
-        if key in ("value", "values", "sum"):
+        if key in ("mask", "image"):
+            if got[key].shape != value.shape or not np.array_equal(got[key], value):
+                return False
+        elif key in ("value", "values"):
             if not np.allclose(np.atleast_1d(got[key]), np.atleast_1d(value), rtol=1e-4, atol=1e-3):
                 return False
         elif got[key] != value:
@@ -180,13 +235,20 @@ def _same(expected, got) -> bool:
 
 
 def _mask(session, target, example) -> np.ndarray:
-    """The target on the session's label map, from the vocabulary or the lesions' own label ids."""
+    """The target on the session's label map: from the hand-written ids, else from the vocabulary,
+    else from the lesions' own label ids. Lobes and territories are anatomy, lesions included: they
+    are read from the label map before lesions were painted in."""
     synthetic = session.synthetic
-    try:
-        entry = labels.target(target)
-    except KeyError:
-        return np.isin(synthetic.label_map.array, _lesion_ids(session, target))
-    return entry.mask((synthetic.anatomy if entry.kind in ("lobe", "territory") else synthetic.label_map).array)
+    if target in HAND_IDS:
+        ids = HAND_IDS[target]
+        spatial = "lobe" in target or "territory" in target
+    else:
+        try:
+            entry = labels.target(target)
+        except KeyError:
+            return np.isin(synthetic.label_map.array, _lesion_ids(session, target))
+        ids, spatial = entry.label_ids, entry.kind in ("lobe", "territory")
+    return np.isin((synthetic.anatomy if spatial else synthetic.label_map).array, sorted(ids))
 
 
 def _lesion_ids(session, target) -> list[int]:
@@ -205,12 +267,58 @@ def _lesion_ids(session, target) -> list[int]:
 
 
 def _volume(session, target, example) -> float:
-    return float(_mask(session, target, example).sum() * session.synthetic.label_map.voxel_volume_mm3)
+    voxel_mm3 = abs(np.linalg.det(session.synthetic.label_map.affine[:3, :3]))
+    return float(_mask(session, target, example).sum() * voxel_mm3)
 
 
-def _extents(session, mask) -> dict[str, float]:
-    grid = session.synthetic.label_map.grid
-    world = grid.world_coordinates_mm(np.argwhere(mask).astype(float))
-    voxel = np.abs(grid.affine[:3, :3]).sum(axis=1)
-    size = world.max(0) - world.min(0) + voxel
+def _corners_mm(affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of the 8 corners of each voxel: a voxel spans its index +- 0.5."""
+    offsets = np.array(list(np.ndindex(2, 2, 2))) - 0.5
+    corners = (indices[:, None, :] + offsets[None]).reshape(-1, 3)
+    return corners @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _extents(affine: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """The region's size along x (left-right), y (back-front) and z (bottom-top) in world mm."""
+    corners = _corners_mm(affine, np.argwhere(mask))
+    size = corners.max(0) - corners.min(0)
     return {"width": float(size[0]), "depth": float(size[1]), "height": float(size[2])}
+
+
+def _crop(volume, mask: np.ndarray, margin_mm: float) -> dict:
+    """The voxels of an axis-aligned grid that reach into the region's bounding box widened by the
+    margin (in world mm), as an image, with the world position of its first voxel."""
+    affine = volume.affine
+    linear = affine[:3, :3]
+    assert np.count_nonzero(linear - np.diag(np.diag(linear))) == 0, "an axis-aligned grid"
+    corners = _corners_mm(affine, np.argwhere(mask))
+    low_mm, high_mm = corners.min(0) - margin_mm, corners.max(0) + margin_mm
+    kept = []
+    for axis, size in enumerate(mask.shape):
+        edges = np.sort(np.stack([linear[axis, axis] * (np.arange(size) + side) + affine[axis, 3]
+                                  for side in (-0.5, 0.5)]), axis=0)  # each voxel's low and high edge, mm
+        kept.append(np.flatnonzero((edges[1] > low_mm[axis]) & (edges[0] < high_mm[axis])))
+    start = np.array([k.min() for k in kept])
+    origin = linear @ start + affine[:3, 3]
+    return {"image": volume.array[np.ix_(*kept)], "origin_mm": tuple(np.round(origin, 6))}
+
+
+def test_every_hand_written_target_is_segmented_and_measured_voxel_by_voxel(pool):
+    """Each target of the hand-written table through the programs of segment-anatomy (its mask, voxel
+    by voxel) and bounding-box (its extents from the voxels' corners), on one subject: a wrong label
+    set in the vocabulary, or a wrong lobe or territory, fails here."""
+    from voxelprompt.evaluate import bind_values
+    from voxelprompt.tasks.catalogue import task
+    from voxelprompt.tasks.sampling import Example
+
+    subject = TaskSubject(pool[0].sessions[:1])
+    wrong = []
+    for name in HAND_IDS:
+        for task_name, key in (("segment-anatomy", "target"), ("bounding-box", "region")):
+            chosen = task(task_name)
+            bound = bind_values(chosen, {key: name}, subject)
+            example = Example(chosen, "", chosen.program_for(bound.program), subject, bound)
+            run = execute(example.program, subject)
+            if not run.ok or not _same(truth(example), answer(example, run)):
+                wrong.append((task_name, name))
+    assert not wrong, wrong
