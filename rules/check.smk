@@ -13,6 +13,8 @@ checkpoint check_subject:
         images=lambda wildcards: [row["path"] for row in COHORT.subject_rows(wildcards.subject)],
     log:
         paths.subject_log("check_subject"),
+    benchmark:
+        paths.subject_benchmark("check_subject")
     threads: job_resources("check_subject")["threads"]
     resources:
         mem_mb=job_resources("check_subject")["mem_mb"],

@@ -45,6 +45,8 @@ rule qc_report:
         tables=lambda wildcards, input: Path(input.metrics).parent,
     log:
         paths.study_log("qc_report"),
+    benchmark:
+        f"{config['log_dir']}/benchmarks/qc_report.tsv"
     threads: job_resources("qc_report")["threads"]
     resources:
         mem_mb=job_resources("qc_report")["mem_mb"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import duckdb
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 
 from voxelprompt import demo
@@ -512,3 +515,118 @@ def test_snakemake_evaluate_writes_the_tables_and_figures_of_the_protocol(evalua
     assert len(set(segmentation["target"])) >= 10
     for figure in ("segmentation.png", "characterisation.png"):
         assert (folder / figure).read_bytes().startswith(b"\x89PNG")
+
+
+# --- a hostile study ---------------------------------------------------------------------------------
+
+def _nifti_bytes(array: np.ndarray, affine: np.ndarray | None = np.eye(4)) -> bytes:
+    image = nib.Nifti1Image(array, affine)
+    return image.header.binaryblock + b"\0" * 4 + np.asarray(array, image.get_data_dtype()).tobytes(order="F")
+
+
+def _hostile_images(folder: Path) -> dict[str, Path]:
+    """One image of every kind of bad input the check refuses, by subject label."""
+    ones = np.random.default_rng(0).random((12, 12, 12)).astype(np.float32) + 1
+    made: dict[str, Path] = {}
+
+    def nifti(name: str, array, affine=np.eye(4), header=None) -> None:
+        made[name] = folder / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(array, affine, header=header), made[name])
+
+    nifti("flat", ones[:, :, 0])
+    nifti("series", np.stack([ones, ones], axis=-1))
+    nifti("nan", np.where(ones > 1.5, np.nan, ones).astype(np.float32))
+    nifti("constant", np.full((12, 12, 12), 7.0, np.float32))
+    singular = nib.Nifti1Header()  # the sform written directly: nibabel cannot make a qform of it
+    singular.set_data_shape(ones.shape)
+    singular.set_data_dtype(np.float32)
+    singular["srow_x"], singular["srow_y"], singular["srow_z"] = [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]
+    singular["sform_code"] = 1
+    nifti("singular", ones, None, singular)
+    nifti("absurd", ones, np.diag([1000.0, 1000.0, 1000.0, 1.0]))
+    unknown = nib.Nifti1Header()
+    unknown.set_data_shape(ones.shape)
+    unknown.set_data_dtype(np.float32)
+    nifti("unknown", ones, None, unknown)
+    mirrored = nib.Nifti1Image(ones, np.eye(4))
+    mirrored.set_qform(np.diag([-1.0, 1.0, 1.0, 1.0]), code=1)
+    made["mirrored"] = folder / "mirrored.nii.gz"
+    nib.save(mirrored, made["mirrored"])
+    whole = gzip.compress(_nifti_bytes(ones))
+    made["truncated"] = folder / "truncated.nii.gz"
+    made["truncated"].write_bytes(whole[: len(whole) // 2])
+    made["notgzip"] = folder / "notgzip.nii.gz"
+    made["notgzip"].write_bytes(_nifti_bytes(ones))
+    short = bytearray(_nifti_bytes(ones))  # the header declares 24^3 voxels, the data hold 12^3
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(short[:352])))
+    header.set_data_shape((24, 24, 24))
+    made["shortdata"] = folder / "shortdata.nii.gz"
+    made["shortdata"].write_bytes(gzip.compress(header.binaryblock + bytes(short[348:])))
+    made["loop"] = folder / "loop.nii.gz"
+    (folder / "loop2.nii.gz").symlink_to(made["loop"])
+    made["loop"].symlink_to(folder / "loop2.nii.gz")
+    # A gzip bomb: 2048 x 2048 x 768 float32 declared (12 GiB), a stream of zeros under 1 MB on disk.
+    bomb = nib.Nifti1Header()
+    bomb.set_data_shape((2048, 2048, 768))
+    bomb.set_data_dtype(np.float32)
+    bomb.set_sform(np.eye(4), code=1)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    made["bomb"] = folder / "bomb.nii.gz"
+    with made["bomb"].open("wb") as handle:
+        handle.write(compressor.compress(bomb.binaryblock + b"\0" * 4))
+        for _ in range(64):
+            handle.write(compressor.compress(bytes(2**20)))
+        handle.write(compressor.flush())
+    return made
+
+
+@pytest.mark.slow
+def test_a_hostile_study_gives_an_error_row_per_bad_subject_and_every_table(tmp_path_factory):
+    """Two good subjects next to thirteen subjects each with one kind of bad image (2D, 4D, NaN,
+    constant, singular affine, absurd voxel size, unknown orientation, mirrored qform and sform,
+    truncated gzip, not gzip, a header declaring more voxels than the data hold, a symlink loop and
+    a gzip bomb): the good ones complete; every bad one has error rows naming its file; the tables and
+    the QC page are written; nothing half-written is left; no job's peak memory passes its mem_mb."""
+    workdir = _fresh_copy(tmp_path_factory.mktemp("hostile"))
+    folder = tmp_path_factory.mktemp("hostile_data")
+    bad = _hostile_images(folder)
+    good = load_volume(package_file(*MNI_T1_2MM))
+    rows = []
+    for name in ("good1", "good2"):
+        save_volume(good, folder / f"{name}.nii.gz")
+        rows.append((name, folder / f"{name}.nii.gz"))
+    rows += list(bad.items())
+    table = folder / "study.tsv"
+    table.write_text("subject\tsession\tmodality\tpath\n" + "".join(f"{s}\t1\tT1w\t{p}\n" for s, p in rows))
+    (workdir / "config/prompts.csv").write_text(SMALL_PROMPTS)
+    result = snakemake(workdir, "--cores", "2", "--config", f"input={{kind: samples, path: {table}}}", timeout_s=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    results = workdir / "results"
+    for name in ("good1", "good2"):
+        assert (results / f"sub-{name}/ses-1/anat/sub-{name}_ses-1_space-subject_desc-preproc_T1w.nii.gz").is_file()
+    responses = pd.read_parquet(results / "responses.parquet")
+    assert set(responses["subject"]) == {"good1", "good2", *bad}
+    for name, path in bad.items():
+        errors = responses.loc[responses["subject"] == name]
+        assert len(errors) and (errors["status"] == "error").all(), name
+        assert errors["error"].str.contains(path.name, regex=False).all(), (name, errors["error"].iloc[0])
+    counted = duckdb.sql(f"select count(distinct subject) from '{results / 'responses.parquet'}'").fetchall()[0][0]
+    assert counted == 2 + len(bad)
+    for table_name in ("metrics", "masks"):  # written, and readable, whatever the model answered
+        assert "subject" in pq.read_schema(results / f"{table_name}.parquet").names
+    assert (results / "qc/report.html").is_file()
+    assert not list(workdir.rglob("*.tmp*"))
+
+    limits = {stage: values["mem_mb"] for stage, values in
+              yaml.safe_load((workdir / "config/config.yaml").read_text())["resources"].items()}
+    peaks = []
+    root = workdir / "logs/benchmarks"
+    for benchmark in root.rglob("*.tsv"):
+        stage = benchmark.relative_to(root).parts[0].removesuffix(".tsv")
+        row = pd.read_csv(benchmark, sep="\t").iloc[0]
+        peak = pd.to_numeric(row["max_rss"], errors="coerce")
+        assert not (peak >= limits[stage]), (benchmark, peak, limits[stage])
+        peaks.append((stage, peak))
+    assert {"check_subject", "preprocess", "answer", "gather", "qc_report"} <= {stage for stage, _ in peaks}
+    assert sum(1 for _, peak in peaks if peak == peak) >= len(peaks) // 2  # most jobs report a peak
