@@ -11,6 +11,7 @@ checkpoint check_subject:
     params:
         cli=VOXELPROMPT,
         images=lambda wildcards: [row["path"] for row in COHORT.subject_rows(wildcards.subject)],
+        orientation=orientation_option(),
     log:
         paths.subject_log("check_subject"),
     benchmark:
@@ -21,4 +22,4 @@ checkpoint check_subject:
         runtime=job_resources("check_subject")["runtime"],
     shell:
         "{params.cli} check-images --out-status {output.status:q} --memory-limit-mb {resources.mem_mb}"
-        " {params.images:q} > {log:q} 2>&1"
+        " {params.orientation} {params.images:q} > {log:q} 2>&1"

@@ -76,6 +76,11 @@ def answer_inputs(wildcards):
     return inputs
 
 
+def orientation_option():
+    """The image-reading jobs' option for images of unknown orientation, as the study's config asks."""
+    return "--accept-unknown-orientation" if config["input"].get("accept_unknown_orientation") else ""
+
+
 def job_resources(rule_name):
     return config["resources"][rule_name]
 

@@ -13,6 +13,7 @@ rule preprocess:
         cli=VOXELPROMPT,
         image=lambda wildcards: image_row(wildcards)["path"],
         modality=lambda wildcards: image_row(wildcards)["modality"],
+        orientation=orientation_option(),
     log:
         paths.log("preprocess"),
     benchmark:
@@ -24,5 +25,5 @@ rule preprocess:
     shell:
         "{params.cli} preprocess --image {params.image:q} --modality {params.modality}"
         " --out-image {output.image:q} --out-mask {output.mask:q} --out-mask-sidecar {output.mask_sidecar:q}"
-        " --out-record {output.record:q}"
+        " --out-record {output.record:q} {params.orientation}"
         " > {log:q} 2>&1"

@@ -454,7 +454,7 @@ def test_an_uncompressed_image_over_the_limit_is_refused_before_its_voxels_are_r
 def test_an_image_too_large_for_the_checks_memory_is_its_error(tmp_path, monkeypatch):
     from voxelprompt import image_check
 
-    def out_of_memory(path):
+    def out_of_memory(path, *options):
         raise MemoryError
 
     monkeypatch.setattr(image_check, "load_volume", out_of_memory)
@@ -494,3 +494,30 @@ def test_an_image_whose_qform_and_sform_mirror_each_other_is_refused(tmp_path):
     image.set_sform(shifted, code=2)
     nib.save(image, path)
     assert load_volume(path).shape == SHAPE
+
+
+def test_a_lab_may_accept_images_of_unknown_orientation_with_a_warning(tmp_path):
+    """The configuration switch: an image with qform and sform codes 0 is read, and the check's
+    status carries a warning naming the file for every answer about the subject. A mirrored qform
+    and sform stay refused: they contradict each other, which is not the same as saying nothing."""
+    from voxelprompt.image_check import check_images, failure_of, warnings_of
+    from voxelprompt.io import unknown_orientation
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(SHAPE)
+    header.set_data_dtype(np.float32)
+    path = tmp_path / "unknown.nii.gz"
+    nib.save(nib.Nifti1Image(_array(), None, header=header), path)
+    assert load_volume(path, accept_unknown_orientation=True).shape == SHAPE
+    assert "unknown.nii.gz: orientation unknown" in unknown_orientation(path, nib.load(path).header)
+    status = tmp_path / "status.json"
+    assert check_images([path], status) and "orientation is unknown" in failure_of(status)
+    assert check_images([path], status, accept_unknown_orientation=True) == []
+    assert failure_of(status) == "" and "unknown.nii.gz" in warnings_of(status) and "left and right" in warnings_of(status)
+    known = _write_nifti(tmp_path / "known.nii.gz", _array(), _affine())
+    assert check_images([known], status, accept_unknown_orientation=True) == [] and warnings_of(status) == ""
+    mirrored = nib.Nifti1Image(_array(), np.eye(4))
+    mirrored.set_qform(np.diag([-1.0, 1.0, 1.0, 1.0]), code=1)
+    nib.save(mirrored, tmp_path / "mirrored.nii.gz")
+    with pytest.raises(InputError, match="disagree on left and right"):
+        load_volume(tmp_path / "mirrored.nii.gz", accept_unknown_orientation=True)

@@ -131,10 +131,19 @@ def test_failed_subject_has_an_error_row_per_prompt():
     tables = failed_subject_tables("07", "01", prompts, "sub-07_T1w.nii.gz: file does not exist", MODEL)
     assert rows(tables["responses"]) == [
         {"subject": "07", "session": "01", "prompt_id": pid, "prompt": prompt, "response": "", "program": "",
-         "steps": 0, "status": "error", "error": "sub-07_T1w.nii.gz: file does not exist", "seconds": 0.0,
-         "model_id": MODEL} for pid, prompt in prompts.items()]
+         "steps": 0, "status": "error", "error": "sub-07_T1w.nii.gz: file does not exist", "warning": "",
+         "seconds": 0.0, "model_id": MODEL} for pid, prompt in prompts.items()]
     assert tables["metrics"].num_rows == 0 and tables["metrics"].schema == METRICS
     assert tables["masks"].num_rows == 0 and tables["masks"].schema == MASKS
+
+
+def test_a_subjects_warning_is_on_every_responses_row():
+    """An image accepted with an unknown orientation: every answer about the subject says so."""
+    runs = [PromptRun("p1", "volume?", error="no T2w"), PromptRun("p2", "size?", error="no FLAIR")]
+    warning = "t1.nii.gz: orientation unknown (qform_code and sform_code are both 0), accepted by configuration"
+    tables = subject_tables("07", "", runs, MODEL, warning)
+    assert tables["responses"].column("warning").to_pylist() == [warning, warning]
+    assert subject_tables("07", "", runs, MODEL)["responses"].column("warning").to_pylist() == ["", ""]
 
 
 # --- parts and gathering ---------------------------------------------------------------------------

@@ -630,3 +630,33 @@ def test_a_hostile_study_gives_an_error_row_per_bad_subject_and_every_table(tmp_
         peaks.append((stage, peak))
     assert {"check_subject", "preprocess", "answer", "gather", "qc_report"} <= {stage for stage, _ in peaks}
     assert sum(1 for _, peak in peaks if peak == peak) >= len(peaks) // 2  # most jobs report a peak
+
+
+@pytest.mark.slow
+def test_a_lab_that_accepts_unknown_orientation_gets_answers_with_a_warning(tmp_path_factory):
+    """`input.accept_unknown_orientation`: an image whose qform and sform codes are both 0 (refused
+    by default, as the hostile study shows) is processed, and every responses row of its subject
+    carries a warning naming the file."""
+    workdir = _fresh_copy(tmp_path_factory.mktemp("orientation"))
+    folder = tmp_path_factory.mktemp("orientation_data")
+    good = load_volume(package_file(*MNI_T1_2MM))
+    header = nib.Nifti1Header()
+    header.set_data_shape(good.shape)
+    header.set_data_dtype(np.float32)
+    header.set_zooms((2.0, 2.0, 2.0))
+    path = folder / "unknown.nii.gz"
+    nib.save(nib.Nifti1Image(good.array, None, header=header), path)
+    assert nib.load(path).header["qform_code"] == 0 and nib.load(path).header["sform_code"] == 0
+    table = folder / "study.tsv"
+    table.write_text(f"subject\tsession\tmodality\tpath\nlab\t1\tT1w\t{path}\n")
+    (workdir / "config/prompts.csv").write_text(SMALL_PROMPTS)
+    study = folder / "study.yaml"  # a file: --config would pass `true` as a string
+    study.write_text(yaml.safe_dump({"input": {"kind": "samples", "path": str(table),
+                                               "accept_unknown_orientation": True}}))
+    result = snakemake(workdir, "--cores", "2", "--configfile", "config/config.yaml", str(study), timeout_s=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = workdir / "results"
+    assert (results / "sub-lab/ses-1/anat/sub-lab_ses-1_space-subject_desc-preproc_T1w.nii.gz").is_file()
+    responses = pd.read_parquet(results / "responses.parquet")
+    assert len(responses) == 2 and not responses["error"].str.contains("orientation").any()
+    assert responses["warning"].str.contains(f"{path}: orientation unknown", regex=False).all()

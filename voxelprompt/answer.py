@@ -24,7 +24,7 @@ from voxelprompt import report
 from voxelprompt.cohort import Cohort
 from voxelprompt.derivatives import mask_metadata, raw_uri
 from voxelprompt.errors import InputError
-from voxelprompt.image_check import failure_of
+from voxelprompt.image_check import failure_of, warnings_of
 from voxelprompt.io import load_volume, read_json, save_volume, write_json
 from voxelprompt.paths import DerivativePaths, sidecar
 from voxelprompt.prepare import scanner_units
@@ -68,7 +68,8 @@ def answer_subject(subject: str, cohort: Cohort, prompts: list[StudyPrompt], mod
     agent = load_agent(model_dir, device, threads) if applicable else None
     cache: dict = {}
     runs = [_run(agent, prompt, rows, images, paths, cache) for prompt in applicable]
-    return report.write_part(report.subject_tables(subject, "", runs, model_id), part)
+    warning = warnings_of(paths.subject_check(subject))
+    return report.write_part(report.subject_tables(subject, "", runs, model_id, warning), part)
 
 
 def load_agent(model_dir: Path, device: str, threads: int) -> Agent:

@@ -45,12 +45,13 @@ def image_suffix(path: str | Path) -> str | None:
     return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), None)
 
 
-def load_volume(path: str | Path) -> Volume:
+def load_volume(path: str | Path, accept_unknown_orientation: bool = False) -> Volume:
     """Load a 3D NIfTI or MGZ image as float32, or raise `InputError` naming the file and the problem.
 
     A 4D image with a single volume (shape X x Y x Z x 1, common from converters) is read as 3D;
     a 4D series is refused, since which volume to use (e.g. the b=1000 trace of a DWI) is a choice
-    the study must make.
+    the study must make. An image of unknown orientation is refused unless
+    `accept_unknown_orientation`: its caller then owes its user the warning `unknown_orientation` gives.
     """
     path = Path(path)
     if not path.exists():
@@ -67,7 +68,8 @@ def load_volume(path: str | Path) -> Volume:
     check_declared_size(path, shape)
 
     spatial_shape = _spatial_shape(path, shape)
-    check_orientation_known(path, image.header)
+    if not (accept_unknown_orientation and unknown_orientation(path, image.header)):
+        check_orientation_known(path, image.header)
     affine = np.asarray(image.affine, dtype=np.float64)
     check_affine(path, affine)
 
@@ -160,6 +162,17 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if min(shape[:3]) < 2:
         raise InputError(path, f"has a single slice (shape {shape[:3]}); a 3D volume is required")
     return tuple(int(n) for n in shape[:3])
+
+
+def unknown_orientation(path: str | Path, header) -> str:
+    """Why the image's orientation is unknown (NIfTI qform and sform codes both 0), as a warning for
+    whoever reads answers about it; "" when it is known."""
+    if "qform_code" not in header or "sform_code" not in header:
+        return ""
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        return (f"{path}: orientation unknown (qform_code and sform_code are both 0), accepted by configuration: "
+                "left and right may be swapped")
+    return ""
 
 
 def check_orientation_known(path: str | Path, header) -> None:

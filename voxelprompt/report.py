@@ -68,6 +68,8 @@ RESPONSES = _schema(
     ("steps", pa.int64(), "number of program steps run; 0 when the prompt could not run"),
     ("status", pa.string(), f"`{OK}` when the program finished with `stop()`, else `{ERROR}`"),
     ("error", pa.string(), "why it failed (bad input, a failing step, no `stop()`); empty when ok"),
+    ("warning", pa.string(), "why an answer may be unfounded although it ran (an image of unknown orientation "
+                             "accepted by configuration: left and right may be swapped); empty when none"),
     ("seconds", pa.float64(), "wall time of the agent on this prompt, in seconds"),
     ("model_id", pa.string(), "the model that wrote the program"),
 )
@@ -130,8 +132,9 @@ class PromptRun:
         return "" if self.result.ok else self.result.error or "the program did not finish"
 
 
-def subject_tables(subject: str, session: str, runs: Sequence[PromptRun], model_id: str) -> dict[str, pa.Table]:
-    """The three tables for one subject's prompts.
+def subject_tables(subject: str, session: str, runs: Sequence[PromptRun], model_id: str,
+                   warning: str = "") -> dict[str, pa.Table]:
+    """The three tables for one subject's prompts; `warning` goes on every responses row.
 
     Every run gives a responses row. Metrics and masks come only from runs that finished: a number
     from a program that failed half-way is not an answer, and its program and error stay readable
@@ -143,7 +146,8 @@ def subject_tables(subject: str, session: str, runs: Sequence[PromptRun], model_
         result = run.result
         _append(responses, keys, prompt=run.prompt, response="\n".join(result.responses) if result else "",
                 program=result.program if result else "", steps=len(result.steps) if result else 0,
-                status=run.status, error=run.error_message, seconds=float(result.seconds) if result else 0.0,
+                status=run.status, error=run.error_message, warning=warning,
+                seconds=float(result.seconds) if result else 0.0,
                 model_id=model_id)
         if run.status != OK:
             continue

@@ -20,6 +20,8 @@ def _preprocess_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-mask", type=Path, required=True, help="cranial-cavity mask on the output grid")
     parser.add_argument("--out-mask-sidecar", type=Path, help="the mask's BIDS sidecar (JSON)")
     parser.add_argument("--out-record", type=Path, required=True, help="the image's record and BIDS sidecar (JSON)")
+    parser.add_argument("--accept-unknown-orientation", action="store_true",
+                        help="read an image whose NIfTI qform and sform codes are both 0 (its check warned)")
     parser.set_defaults(run=_preprocess)
 
 
@@ -34,7 +36,8 @@ def _preprocess(args: argparse.Namespace) -> None:
     mask_metadata = args.out_mask_sidecar and derivatives.mask_metadata(
         "Cranial cavity (intracranial volume), from the fit of an MNI152 template",
         derivatives.derivative_uri(args.out_image), [derivatives.raw_uri(args.image)])
-    result = preprocess(load_volume(args.image), args.modality, source=str(args.image))
+    image = load_volume(args.image, args.accept_unknown_orientation)
+    result = preprocess(image, args.modality, source=str(args.image))
     save_volume(result.image, args.out_image, dtype=np.float32)
     save_volume(result.cranial_cavity, args.out_mask, dtype=np.uint8)
     if mask_metadata:

@@ -59,6 +59,8 @@ def _check_images_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-status", type=Path, required=True)
     parser.add_argument("--memory-limit-mb", type=int, default=0,
                         help="cap the job's address space (0: no cap); an image needing more is an error")
+    parser.add_argument("--accept-unknown-orientation", action="store_true",
+                        help="pass images whose NIfTI qform and sform codes are both 0, with a warning")
     parser.add_argument("images", type=Path, nargs="+")
     parser.set_defaults(run=_check_images)
 
@@ -68,7 +70,7 @@ def _check_images(args: argparse.Namespace) -> None:
 
     if args.memory_limit_mb:
         limit_memory(args.memory_limit_mb)
-    errors = check_images(args.images, args.out_status)
+    errors = check_images(args.images, args.out_status, args.accept_unknown_orientation)
     print("\n".join(errors) or f"{len(args.images)} images ok")
 
 
