@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # CI (as root): run the demo study through profiles/slurm on a real one-node SLURM, run it again
 # locally, and require the two results/ folders to match file by file (tests/slurm_compare.py).
-#   bash scripts/ci-slurm.sh [--reference RUN]
+#   bash scripts/ci-slurm.sh [--reference RUN [MADE_IN]]
 # With --reference, RUN is the folder of a finished local run of the demo (its results/ is compared)
-# and no second local run is made. Each run gets a fresh copy of the workflow files, as a user's
-# clone would. SLURM is brought up by scripts/slurm-up.sh and always brought down again. Exit status
-# non-zero on any failure or difference.
+# and no second local run is made; MADE_IN is the folder that run was made in, when RUN holds a copy
+# of its results/ (their provenance names MADE_IN). Each run gets a fresh copy of the workflow files,
+# as a user's clone would. SLURM is brought up by scripts/slurm-up.sh and always brought down again.
+# Exit status non-zero on any failure or difference.
 set -euo pipefail
 REFERENCE=""
+REFERENCE_MADE_IN=""
 if [ "${1:-}" = --reference ]; then
     REFERENCE="$(cd "$2" && pwd)"
+    REFERENCE_MADE_IN="$(cd "${3:-$2}" && pwd)"
     [ -f "$REFERENCE/results/responses.parquet" ] || { echo "ci-slurm: $2 holds no finished run" >&2; exit 2; }
 fi
 cd "$(dirname "$0")/.."
@@ -96,8 +99,9 @@ if [ -z "$REFERENCE" ]; then
         > "$work/local/snakemake.log" 2>&1 || { show_failure "$work/local/snakemake.log"; exit 1; }
     echo "local run done in $((SECONDS - start)) s"
     REFERENCE="$work/local"
+    REFERENCE_MADE_IN="$REFERENCE"
 fi
 
 step "compare results/ with the local run in $REFERENCE"
-"$PYTHON" tests/slurm_compare.py "$work/slurm/results" "$REFERENCE/results"
+"$PYTHON" tests/slurm_compare.py "$work/slurm/results" "$REFERENCE/results" --b-made-in "$REFERENCE_MADE_IN"
 step "ci-slurm: OK"

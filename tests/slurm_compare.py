@@ -35,8 +35,15 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz")
 TABLE_READERS = {".parquet": pd.read_parquet, ".tsv": lambda p: pd.read_csv(p, sep="\t"), ".csv": pd.read_csv}
 
 
-def compare_folders(a: Path, b: Path, rtol: float = 1e-6, atol: float = 1e-6) -> list[str]:
-    """One line per difference between the two folders (empty: they match)."""
+def compare_folders(
+    a: Path, b: Path, rtol: float = 1e-6, atol: float = 1e-6, roots: tuple[Path, Path] | None = None
+) -> list[str]:
+    """One line per difference between the two folders (empty: they match).
+
+    roots: the folders the two runs were made in, which their provenance records; by default the
+    parents of a and b, which is wrong for a results/ copied elsewhere after its run."""
+    # Absolute: the provenance holds absolute paths, and "." would match every dot.
+    roots = tuple(root.absolute() for root in roots or (a.parent, b.parent))
     files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
     files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
     problems = [f"{name}: only in {a}" for name in sorted(files_a - files_b)]
@@ -45,7 +52,7 @@ def compare_folders(a: Path, b: Path, rtol: float = 1e-6, atol: float = 1e-6) ->
         problems.append(f"no files in either {a} or {b}")
     for name in sorted(files_a & files_b):
         try:
-            reason = compare_files(a / name, b / name, roots=(a.parent, b.parent), rtol=rtol, atol=atol)
+            reason = compare_files(a / name, b / name, roots=roots, rtol=rtol, atol=atol)
         except Exception as error:  # an unreadable file is a difference, not a crash
             reason = f"could not compare: {type(error).__name__}: {error}"
         if reason:
@@ -208,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", type=Path)
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--atol", type=float, default=1e-6)
+    parser.add_argument("--b-made-in", type=Path, help="the folder b's run was made in, if b was copied since")
     args = parser.parse_args(argv)
-    problems = compare_folders(args.a, args.b, args.rtol, args.atol)
+    roots = (args.a.parent, args.b_made_in or args.b.parent)
+    problems = compare_folders(args.a, args.b, args.rtol, args.atol, roots=roots)
     for problem in problems:
         print(f"DIFFERS {problem}")
     count = sum(1 for p in args.a.rglob("*") if p.is_file())

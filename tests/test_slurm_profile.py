@@ -105,6 +105,24 @@ def test_two_runs_that_differ_only_in_timing_and_folder_match(tmp_path):
     assert compare_folders(a, b) == []
 
 
+def test_a_run_copied_elsewhere_matches_when_told_where_it_was_made(tmp_path):
+    # CI compares the SLURM run with a copy of the demo's results/, whose provenance names the
+    # folder the demo ran in, not the copy's.
+    a = _write_run(tmp_path / "a", seconds=1.0)
+    made = _write_run(tmp_path / "made", seconds=2.0)
+    copy = tmp_path / "copy" / "results"
+    shutil.copytree(made, copy)
+    assert any("record.json" in p for p in compare_folders(a, copy))
+    assert compare_folders(a, copy, roots=(a.parent, made.parent)) == []
+
+
+def test_folders_named_relative_to_the_working_directory_match(tmp_path, monkeypatch):
+    _write_run(tmp_path / "a", seconds=1.0)
+    _write_run(tmp_path / "b", seconds=1.0)
+    monkeypatch.chdir(tmp_path / "a")  # a's root is "."
+    assert compare_folders(Path("results"), tmp_path / "b" / "results") == []
+
+
 @pytest.mark.parametrize(
     "change, file",
     [
