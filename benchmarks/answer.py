@@ -26,8 +26,8 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 
-from voxelprompt import study
-from voxelprompt.paths import DerivativePaths
+from voxelprompt.study import inputs
+from voxelprompt.study.paths import DerivativePaths
 
 WORKFLOW = Path(__file__).resolve().parents[1]
 DEMO = WORKFLOW / "resources/demo"
@@ -52,7 +52,7 @@ def run_once(subject: str, results: Path, prompts: Path, threads: int) -> dict:
 
 
 def describe_images(subject: str) -> str:
-    rows = study.load("demo", str(DEMO)).subject_rows(subject)
+    rows = inputs.load("demo", str(DEMO)).subject_rows(subject)
     shapes = []
     for row in rows:
         header = nib.load(row["path"]).header
@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.results / "dataset_description.json").is_file():
         raise SystemExit(f"{args.results}: no finished workflow run here; run `snakemake --cores 2` first")
-    subjects = args.subjects or study.load("demo", str(DEMO)).subjects()
+    subjects = args.subjects or inputs.load("demo", str(DEMO)).subjects()
     with tempfile.TemporaryDirectory() as folder:
         results = Path(folder) / "results"
         shutil.copytree(args.results, results, ignore=shutil.ignore_patterns("qc", "*.parquet"))

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from voxelprompt.agent import Agent, vocabularies
+from voxelprompt.model.agent import Agent, vocabularies
 from voxelprompt.model import SHIPPED_MODEL, tokens
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.runtime import Environment

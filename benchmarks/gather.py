@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from voxelprompt.agent import Result
-from voxelprompt.report import (MaskFile, PromptRun, failed_subject_tables, gather, provenance, subject_tables,
+from voxelprompt.model.agent import Result
+from voxelprompt.study.report import (MaskFile, PromptRun, failed_subject_tables, gather, provenance, subject_tables,
                                 write_part)
 from voxelprompt.runtime.library import Metric
 

@@ -25,15 +25,15 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from voxelprompt.agent import Agent
+from voxelprompt.model.agent import Agent
 from voxelprompt.model import episode as episodes
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.objective import Objective
 from voxelprompt.model.vision import VisionNetworks
-from voxelprompt.preprocess import crop_box, head_mask
+from voxelprompt.imaging.preprocess import crop_box, head_mask
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import sample_example
-from voxelprompt.train import ImagedEpisodes
+from voxelprompt.train.loop import ImagedEpisodes
 
 
 def peak_mib() -> float:

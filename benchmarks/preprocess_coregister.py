@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from voxelprompt import demo
+from voxelprompt.study import demo
 
 
 def run_measured(command: list[str]) -> tuple[float, float]:

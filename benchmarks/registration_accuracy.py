@@ -16,12 +16,12 @@ import statistics
 
 import numpy as np
 
-from voxelprompt.coregister import coregister
-from voxelprompt.demo import centred_motion_ras, reacquired
-from voxelprompt.packaged_data import package_file
-from voxelprompt.io import load_volume
-from voxelprompt.preprocess import preprocess
-from voxelprompt.register import mean_displacement_mm
+from voxelprompt.imaging.coregister import coregister
+from voxelprompt.study.demo import centred_motion_ras, reacquired
+from voxelprompt.core.packaged_data import package_file
+from voxelprompt.core.io import load_volume
+from voxelprompt.imaging.preprocess import preprocess
+from voxelprompt.imaging.register import mean_displacement_mm
 
 MAX_ROTATION_DEG = 15.0
 MAX_TRANSLATION_MM = 15.0

@@ -5,7 +5,7 @@ and its seconds per subject (single-threaded).
 
 The training label map is registered (affine) to each held-out synthetic subject's T1w and, when the
 optional FreeSurfer data package is installed, to fsaverage's T1w (a different anatomy from the
-atlas: a genuine cross-anatomy test), exactly as `voxelprompt.baselines.registration` does for the
+atlas: a genuine cross-anatomy test), exactly as `voxelprompt.evaluation.baselines.registration` does for the
 evaluation. Seconds cover registration (with preprocessing), label resampling and scoring; building
 the atlas image (once, cached) is not timed, loading it (a second or two) is, in the first subject.
 
@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
-from voxelprompt.baselines import registration
-from voxelprompt.evaluate import LARGE_STRUCTURES, held_out_subjects, real_scan
-from voxelprompt.protocol import REAL as REAL_SCAN
+from voxelprompt.evaluation.baselines import registration
+from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, held_out_subjects, real_scan
+from voxelprompt.evaluation.protocol import REAL as REAL_SCAN
 from voxelprompt.synth import anatomy
 
 

@@ -35,8 +35,8 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-from voxelprompt.image_check import check_images
-from voxelprompt.paths import DerivativePaths
+from voxelprompt.study.image_check import check_images
+from voxelprompt.study.paths import DerivativePaths
 
 WORKFLOW = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "profiles")

@@ -4,10 +4,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from voxelprompt import study
-from voxelprompt.image_check import failure_of
+from voxelprompt.study import inputs
+from voxelprompt.study.image_check import failure_of
 from voxelprompt.model import SHIPPED_MODEL
-from voxelprompt.paths import WILDCARD_CONSTRAINTS, DerivativePaths
+from voxelprompt.study.paths import WILDCARD_CONSTRAINTS, DerivativePaths
 
 
 # Rules run the package's CLI with the interpreter that runs Snakemake, so the workflow works from
@@ -17,8 +17,8 @@ VOXELPROMPT = f"{shlex.quote(sys.executable)} -m voxelprompt"
 paths = DerivativePaths(config["output_dir"], config["log_dir"])
 
 if config["input"]["kind"] == "samples":
-    validate(study.read_samples_table(config["input"]["path"]), "../workflow/schemas/samples.schema.yaml")
-COHORT = study.load(config["input"]["kind"], config["input"]["path"])
+    validate(inputs.read_samples_table(config["input"]["path"]), "../workflow/schemas/samples.schema.yaml")
+COHORT = inputs.load(config["input"]["kind"], config["input"]["path"])
 for problem in COHORT.rejected:
     logger.warning(f"voxelprompt: skipped: {problem}")
 

@@ -1,4 +1,4 @@
-# `snakemake evaluate`: the paper's evaluation protocol (voxelprompt/protocol.py) for a model (by
+# `snakemake evaluate`: the paper's evaluation protocol (voxelprompt/evaluation/protocol.py) for a model (by
 # default the study's): Parquet tables, plots and summary.md under <output_dir>/evaluation/.
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from voxelprompt.io import load_volume, save_volume
+from voxelprompt.core.io import load_volume, save_volume
 
 SPACING_MM = 3.0
 OUT = Path(__file__).resolve().parents[1] / "voxelprompt" / "data" / "templates"

@@ -8,8 +8,8 @@ fresh run gives; the full setting's is reproduced by its command in docs/evaluat
 import argparse
 from pathlib import Path
 
-from voxelprompt.evaluation_report import EVALUATION_PAGE, QUOTE_MARKERS, with_quote
-from voxelprompt.io import write_text
+from voxelprompt.evaluation.report import EVALUATION_PAGE, QUOTE_MARKERS, with_quote
+from voxelprompt.core.io import write_text
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("summary", type=Path, nargs="?", default=Path("results/evaluation/summary.md"))

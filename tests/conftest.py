@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from voxelprompt.packaged_data import package_file
-from voxelprompt.io import load_volume
-from voxelprompt.volume import Volume
+from voxelprompt.core.packaged_data import package_file
+from voxelprompt.core.io import load_volume
+from voxelprompt.core.volume import Volume
 
 MNI_T1 = ("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz")
 MNI_T1_2MM = ("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-02_T1w.nii.gz")
@@ -88,7 +88,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="session")
 def tokenizer():
     """A small BPE over sampled task texts, made as training makes its own (fewer episodes)."""
-    from voxelprompt.train import Settings, build_tokenizer
+    from voxelprompt.train.loop import Settings, build_tokenizer
 
     return build_tokenizer(Settings(out="", tokenizer_episodes=80, vocab_size=512))
 

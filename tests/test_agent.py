@@ -1,4 +1,4 @@
-"""The agent loop (voxelprompt/agent.py) on `test`-preset models with random weights: greedy decoding
+"""The agent loop (voxelprompt/model/agent.py) on `test`-preset models with random weights: greedy decoding
 is deterministic and bounded; and, with the decoder's choices scripted, the latent features of each
 <MOD> reach the vision calls in order, encodings reach the <ENC> slots, the key-value cache gives
 the hidden states of a full pass, and a subject's encoding is computed once per cache."""
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from voxelprompt.agent import Agent, ModelVision, Result
+from voxelprompt.model.agent import Agent, ModelVision, Result
 from voxelprompt.model import tokens
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.decoding import CachedDecoder
@@ -20,10 +20,11 @@ from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.tokens import mark_vision_calls, text_of
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
-from voxelprompt.runtime.measures import MeasureError, Scan
+from voxelprompt.core.scan import Scan
+from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.steps import Status
 from voxelprompt.tasks.values import segment_targets
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 TEST = PRESETS["test"]
 SHAPE = (16, 14, 12)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from voxelprompt import evaluation_data as data
-from voxelprompt.baselines import specialised
+from voxelprompt.evaluation import data
+from voxelprompt.evaluation.baselines import specialised
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.objective import soft_dice
 from voxelprompt.model.vision import LatentMixing, StreamAttention

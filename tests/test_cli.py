@@ -74,7 +74,7 @@ def test_version():
 def test_evaluate_model_takes_every_setting_of_the_protocol_as_an_option():
     from dataclasses import fields
 
-    from voxelprompt.protocol import ProtocolSettings
+    from voxelprompt.evaluation.protocol import ProtocolSettings
 
     result = voxelprompt("evaluate-model", "--help")
     assert result.returncode == 0
@@ -118,7 +118,7 @@ def test_image_jobs_and_help_never_import_the_model_or_plotting(tmp_path):
     torch, transformers or matplotlib."""
     from conftest import MNI_T1_2MM
 
-    from voxelprompt.packaged_data import package_file
+    from voxelprompt.core.packaged_data import package_file
 
     image = package_file(*MNI_T1_2MM)
     assert _heavy_modules_after("--help") == []

@@ -12,8 +12,8 @@ import pytest
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from voxelprompt import cohort, study
-from voxelprompt.errors import InputError
+from voxelprompt.study import cohort, inputs
+from voxelprompt.core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES_SCHEMA = REPO / "workflow" / "schemas" / "samples.schema.yaml"
@@ -343,7 +343,7 @@ def test_reference_image_of_another_modality(dated_cohort):
 
 
 # ---------------------------------------------------------------------------------------------
-# study.load
+# inputs.load
 
 
 def test_study_load_samples_table(tmp_path):
@@ -355,7 +355,7 @@ def test_study_load_samples_table(tmp_path):
         "01\t01\tPD\t/abs/sub-01_PD.nii.gz\t\n"
         "02\t\tt1\tdata/sub-02.nii\tn/a\n"
     )
-    found = study.load("samples", table)
+    found = inputs.load("samples", table)
     assert found.rejected == []
     rows = found.images.set_index("image_id")
     assert rows.index.tolist() == ["sub-01_ses-01_PDw", "sub-01_ses-01_T1w", "sub-02_T1w"]
@@ -368,13 +368,13 @@ def test_study_load_samples_table(tmp_path):
 def test_study_load_missing_samples_table(tmp_path):
     path = tmp_path / "samples.tsv"
     with pytest.raises(InputError) as info:
-        study.load("samples", path)
+        inputs.load("samples", path)
     assert str(path) in str(info.value) and "does not exist" in str(info.value)
 
 
 def test_study_load_demo_without_touching_disk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    found = study.load("demo", "some/dir")
+    found = inputs.load("demo", "some/dir")
     assert found.rejected == []
     assert len(found.images) == 7
     assert found.subjects() == ["01", "02", "03"]
@@ -387,7 +387,7 @@ def test_study_load_demo_without_touching_disk(tmp_path, monkeypatch):
 
 def test_study_load_unknown_kind():
     with pytest.raises(ValueError, match="unknown input kind"):
-        study.load("dicom", "x")
+        inputs.load("dicom", "x")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import pytest
 from scipy.spatial.transform import Rotation
 from conftest import brain_points_mm, dice, inverted_contrast
 
-from voxelprompt.coregister import coregister
-from voxelprompt.demo import about_centre, centred_motion_ras, reacquired
-from voxelprompt.preprocess import preprocess, to_original_grid
-from voxelprompt.register import mean_displacement_mm, to_image_grid
-from voxelprompt.volume import Volume
+from voxelprompt.imaging.coregister import coregister
+from voxelprompt.study.demo import about_centre, centred_motion_ras, reacquired
+from voxelprompt.imaging.preprocess import preprocess, to_original_grid
+from voxelprompt.imaging.register import mean_displacement_mm, to_image_grid
+from voxelprompt.core.volume import Volume
 
 MAX_ROTATION_DEG = 15.0
 MAX_TRANSLATION_MM = 15.0

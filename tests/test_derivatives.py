@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from voxelprompt import derivatives
-from voxelprompt.paths import DerivativePaths, dataset_relative, sidecar
+from voxelprompt.study import derivatives
+from voxelprompt.study.paths import DerivativePaths, dataset_relative, sidecar
 
 ROW = {"subject_path": "sub-01/ses-02", "datatype": "anat", "entities": "sub-01_ses-02_acq-lowres", "suffix": "T1w"}
 

@@ -9,18 +9,18 @@ import math
 import numpy as np
 import pytest
 
-from voxelprompt.agent import Result
-from voxelprompt.evaluate import (EXAMPLE_COLUMNS, METRIC_COLUMNS, QUANTITY_OF_TASK, bind_values, dice,
+from voxelprompt.model.agent import Result
+from voxelprompt.evaluation.scoring import (EXAMPLE_COLUMNS, METRIC_COLUMNS, QUANTITY_OF_TASK, bind_values, dice,
                                   held_out_examples, paraphrase_example, paraphrase_examples, relative_error,
                                   role_output, score_examples)
-from voxelprompt.paraphrases import Paraphrase, load_paraphrases
-from voxelprompt.protocol import ProtocolSettings
+from voxelprompt.evaluation.paraphrases import Paraphrase, load_paraphrases
+from voxelprompt.evaluation.protocol import ProtocolSettings
 from voxelprompt.runtime.library import Metric
-from voxelprompt.seeds import EVALUATION_SEED, Stream, generator
+from voxelprompt.core.seeds import EVALUATION_SEED, Stream, generator
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import execute, sample_example
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 PROTOCOL_MM = ProtocolSettings().spacing_mm
 COARSE_MM = 4.0  # subjects at 4 mm build in a fraction of a second: enough to check the scoring
@@ -231,9 +231,9 @@ def test_paraphrases_pair_with_a_template_prompt_of_the_same_values(anatomy_cach
 
 
 def test_a_paraphrase_no_subject_allows_is_named(monkeypatch, anatomy_cache):
-    from voxelprompt import evaluate as evaluation
+    from voxelprompt.evaluation import scoring
 
-    monkeypatch.setattr(evaluation, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(scoring, "MAX_ATTEMPTS", 2)
     # one infarct at most per subject: never "the largest" of several
     impossible = Paraphrase("Outline the bigger stroke.", "segment-lesion", {"lesion": "the largest infarct"})
     with pytest.raises(RuntimeError, match="Outline the bigger stroke"):
@@ -258,7 +258,7 @@ def test_every_shipped_paraphrase_yields_an_example_whose_ground_truth_runs(anat
 # --- segmentation of the large structures ----------------------------------------------------------
 
 def test_held_out_subjects_hold_every_large_structure_and_are_reproducible(anatomy_cache):
-    from voxelprompt.evaluate import LARGE_STRUCTURES, held_out_subjects
+    from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, held_out_subjects
     from voxelprompt.tasks.truth import target_mask
 
     first, again = held_out_subjects(1)[0], held_out_subjects(1)[0]
@@ -271,7 +271,7 @@ def test_held_out_subjects_hold_every_large_structure_and_are_reproducible(anato
 def test_the_real_scan_is_fsaverage_with_its_own_labels(anatomy_cache):
     import importlib.util
 
-    from voxelprompt.evaluate import LARGE_STRUCTURES, real_scan
+    from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, real_scan
     from voxelprompt.synth import anatomy
     from voxelprompt.tasks.truth import target_mask
 

@@ -1,4 +1,4 @@
-"""The evaluation's statistics, tables, figures and summary (voxelprompt/evaluation_report.py): paired
+"""The evaluation's statistics, tables, figures and summary (voxelprompt/evaluation/report.py): paired
 t-tests and exact McNemar tests against hand computations, summaries of the agent's runs, Parquet
 tables read back with their metadata, figures read back as images, and a folder that is written
 whole or not at all."""
@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from voxelprompt import evaluation_report
-from voxelprompt.evaluation_report import (AVERAGE_OVER_TASKS, MCNEMAR, PAIRED_T_OVER_TASKS, all_segmentation_tests,
+from voxelprompt.evaluation import report as evaluation_report
+from voxelprompt.evaluation.report import (AVERAGE_OVER_TASKS, MCNEMAR, PAIRED_T_OVER_TASKS, all_segmentation_tests,
                                            characterisation_accuracy, characterisation_tests, figure_characterisation,
                                            figure_segmentation, paraphrase_robustness, program_summary,
                                            relative_error_summary, segmentation_comparisons, segmentation_tests,
@@ -412,7 +412,7 @@ def test_failure_midway_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
 
 
 def test_a_difference_that_rounds_to_zero_is_written_without_a_sign():
-    from voxelprompt.evaluation_report import _cell
+    from voxelprompt.evaluation.report import _cell
 
     assert _cell(-0.0004) == "0.000" and _cell(-0.0006) == "-0.001" and _cell(0.1234) == "0.123"
 

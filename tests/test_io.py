@@ -17,9 +17,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from voxelprompt.errors import InputError
-from voxelprompt.io import atomic_output, load_volume, read_json, save_volume, write_json
-from voxelprompt.volume import Volume
+from voxelprompt.core.errors import InputError
+from voxelprompt.core.io import atomic_output, load_volume, read_json, save_volume, write_json
+from voxelprompt.core.volume import Volume
 
 SHAPE = (8, 9, 10)
 
@@ -452,7 +452,7 @@ def test_an_uncompressed_image_over_the_limit_is_refused_before_its_voxels_are_r
 
 
 def test_an_image_too_large_for_the_checks_memory_is_its_error(tmp_path, monkeypatch):
-    from voxelprompt import image_check
+    from voxelprompt.study import image_check
 
     def out_of_memory(path, *options):
         raise MemoryError
@@ -500,8 +500,8 @@ def test_a_lab_may_accept_images_of_unknown_orientation_with_a_warning(tmp_path)
     """The configuration switch: an image with qform and sform codes 0 is read, and the check's
     status carries a warning naming the file for every answer about the subject. A mirrored qform
     and sform stay refused: they contradict each other, which is not the same as saying nothing."""
-    from voxelprompt.image_check import check_images, failure_of, warnings_of
-    from voxelprompt.io import unknown_orientation
+    from voxelprompt.study.image_check import check_images, failure_of, warnings_of
+    from voxelprompt.core.io import unknown_orientation
 
     header = nib.Nifti1Header()
     header.set_data_shape(SHAPE)

@@ -1,4 +1,4 @@
-"""The lab's own labelled scans (voxelprompt/labelled.py): the manifest and label table are checked
+"""The lab's own labelled scans (voxelprompt/study/labelled.py): the manifest and label table are checked
 row by row, a scan becomes a subject whose ground truth is its label map, and training draws only
 tasks and targets that the label map annotates."""
 
@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxelprompt import labelled
-from voxelprompt.errors import InputError
-from voxelprompt.io import save_volume
+from voxelprompt.study import labelled
+from voxelprompt.core.errors import InputError
+from voxelprompt.core.io import save_volume
 from voxelprompt.synth import labels
 from voxelprompt.synth.subject import synthesize_subject
 from voxelprompt.tasks.values import allowed
-from voxelprompt.train import ImagedEpisodes
-from voxelprompt.volume import Volume
+from voxelprompt.train.loop import ImagedEpisodes
+from voxelprompt.core.volume import Volume
 
 # The lab's own numbering of the five structures it labelled.
 LAB_LABELS = {7: "left hippocampus", 8: "right hippocampus", 11: "left lateral ventricle",

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from voxelprompt.model import tokens
 from voxelprompt.model.config import PRESETS, ModelConfig
@@ -23,9 +24,9 @@ from voxelprompt.model.joint import CheckpointError, VoxelPromptModel
 from voxelprompt.model.tokens import ids_of, mark_vision_calls, text_of, unmark
 from voxelprompt.model import vision as vision_module
 from voxelprompt.model.inputs import working_grid
-from voxelprompt.model.vision import NativeConv, StreamAttention, VisionNetworks, thick_axes
+from voxelprompt.model.vision import HEADS, DynamicHead, NativeConv, StreamAttention, VisionNetworks, thick_axes
 from voxelprompt.tasks.catalogue import catalogue
-from voxelprompt.volume import Grid
+from voxelprompt.core.volume import Grid
 
 PACKAGE = Path(__file__).resolve().parents[1] / "voxelprompt"
 TEST = PRESETS["test"]
@@ -225,6 +226,75 @@ def test_encoder_latent():
         t1 = networks.encode(images[:1], (2.0, 2.0, 2.0), ["T1w"])
         ct = networks.encode(images[:1], (2.0, 2.0, 2.0), ["CT"])
     assert not torch.allclose(t1.embeddings, ct.embeddings)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_target_at_once_is_each_target_alone(head):
+    """`segment_all` (the vision stage's one pass) gives each target the logits `generate` (inference)
+    gives it alone; the dynamic head's features do not depend on phi, the modulated generator's do."""
+    torch.manual_seed(0)
+    networks = VisionNetworks(replace(TEST.vision, head=head), TEST.agent.hidden).eval()
+    modalities = MODALITIES[:2]
+    phi = torch.stack([_phi(n) for n in range(3)])
+    with torch.no_grad():
+        encoded = networks.encode(_images(2, (12, 10, 9)), (2.0, 2.0, 2.0), modalities)
+        together = networks.segment_all(encoded, phi, modalities)
+        alone = [networks.generate(encoded, p, modalities) for p in phi]
+    assert together.shape == (3, 12, 10, 9)
+    for one, other in zip(together, alone):
+        torch.testing.assert_close(one, other, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(alone[0], alone[1])  # phi picks the target
+    assert isinstance(networks.head, DynamicHead) == (head == "dynamic")
+
+
+def test_the_dynamic_head_runs_the_generator_once_for_every_target_of_the_same_scans(monkeypatch):
+    """Inference segments target after target: under the dynamic head, only the first runs m_gen."""
+    torch.manual_seed(0)
+    networks = VisionNetworks(replace(TEST.vision, head="dynamic"), TEST.agent.hidden).eval()
+    passes = []
+    generator = networks._generator
+    monkeypatch.setattr(networks, "_generator", lambda *a, **k: passes.append(1) or generator(*a, **k))
+    modalities = MODALITIES[:1]
+    with torch.no_grad():
+        encoded = networks.encode(_images(1, (12, 10, 9)), (2.0, 2.0, 2.0), modalities)
+        first, second = (networks.generate(encoded, _phi(n), modalities) for n in range(2))
+        fresh = networks.encode(_images(1, (12, 10, 9)), (2.0, 2.0, 2.0), modalities)
+        torch.testing.assert_close(networks.generate(fresh, _phi(1), modalities), second)
+    assert len(passes) == 2  # one for each encoding, none for the second target
+    assert not torch.allclose(first, second)
+
+
+def test_a_reader_keeps_the_encodings_the_agent_reads_when_m_enc_changes():
+    torch.manual_seed(0)
+    networks = VisionNetworks(replace(TEST.vision, reader=True), TEST.agent.hidden).eval()
+    images, modalities = _images(2, (12, 10, 9)), MODALITIES[:2]
+    with torch.no_grad():
+        before = networks.encode(images, (2.0, 2.0, 2.0), modalities)
+        for parameter in [*networks.encoder.parameters(), *networks.modality.parameters()]:
+            parameter.add_(0.1)
+        after = networks.encode(images, (2.0, 2.0, 2.0), modalities)
+    torch.testing.assert_close(after.embeddings, before.embeddings, atol=0, rtol=0)
+    assert not torch.allclose(after.skips[-1], before.skips[-1])
+    assert networks.to_agent is None and networks.encoding_path() == [networks.reader]
+
+
+def test_the_dynamic_head_of_a_single_task_network_is_a_plain_head():
+    """Networks without phi (the single-task baselines) keep a plain 1x1x1 head whatever the config."""
+    networks = VisionNetworks(replace(TEST.vision, head="dynamic"), TEST.agent.hidden, instructable=False)
+    assert isinstance(networks.head, nn.Conv3d)
+
+
+def test_a_modulated_network_without_a_reader_draws_its_weights_in_the_original_order():
+    """The evaluation's baselines are seeded, so the order in which the networks draw their initial
+    weights is part of its quoted numbers: adding the reader and the dynamic head must not move the
+    modality embedding in front of the encodings' layer, as it once did."""
+    networks = VisionNetworks(replace(TEST.vision, head="modulated", reader=False), TEST.agent.hidden)
+    assert [name for name, _ in networks.named_children()] == ["encoder", "generator", "head", "to_agent", "modality"]
+
+
+def test_an_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="unknown vision head 'mlp'"):
+        VisionNetworks(replace(TEST.vision, head="mlp"), TEST.agent.hidden)
 
 
 # --- tokens --------------------------------------------------------------------------------------

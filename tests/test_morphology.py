@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from voxelprompt.morphology import grown_mm, shell_mm
+from voxelprompt.core.morphology import grown_mm, shell_mm
 
 TIE_MM = 1e-6  # distances this close to the threshold could round either way; such examples are skipped
 

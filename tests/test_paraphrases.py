@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import yaml
 
-from voxelprompt.errors import InputError
-from voxelprompt.paraphrases import load_paraphrases, producing_tasks
+from voxelprompt.core.errors import InputError
+from voxelprompt.evaluation.paraphrases import load_paraphrases, producing_tasks
 from voxelprompt.tasks.catalogue import FAMILIES, catalogue
 from voxelprompt.tasks.grammar import grammar
 from voxelprompt.tasks.sampling import sample_example

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxelprompt.cohort import modality_from_filename
-from voxelprompt.demo import centred_motion_ras
-from voxelprompt.errors import InputError
-from voxelprompt.prepare import prepare
+from voxelprompt.study.cohort import modality_from_filename
+from voxelprompt.study.demo import centred_motion_ras
+from voxelprompt.core.errors import InputError
+from voxelprompt.imaging.prepare import prepare
 from tests.test_coregister import moved_scan
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import dice, inverted_contrast
 
-from voxelprompt.preprocess import (
+from voxelprompt.imaging.preprocess import (
     CROP_MARGIN_MM,
     PreprocessRecord,
     initial_alignment,
@@ -18,7 +18,7 @@ from voxelprompt.preprocess import (
     robust_range,
     to_original_grid,
 )
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 
 def _margins_mm(result, brain_on_input: Volume) -> tuple[np.ndarray, np.ndarray]:

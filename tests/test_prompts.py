@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from voxelprompt import cohort, study
-from voxelprompt.errors import InputError
-from voxelprompt.prompts import StudyPrompt, load_prompts, parse_inputs, parse_subjects, sessions_in_order
+from voxelprompt.study import cohort, inputs
+from voxelprompt.core.errors import InputError
+from voxelprompt.study.prompts import StudyPrompt, load_prompts, parse_inputs, parse_subjects, sessions_in_order
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS_CSV = REPO / "config" / "prompts.csv"
@@ -41,7 +41,7 @@ def _ids(images: list[dict]) -> list[str]:
 @pytest.fixture(scope="module")
 def demo_cohort() -> cohort.Cohort:
     # The records the workflow builds for the demo; no image file is read.
-    return study.load("demo", "resources/demo")
+    return inputs.load("demo", "resources/demo")
 
 
 def test_shipped_prompts_load_and_cover_what_the_demo_needs():
@@ -256,7 +256,7 @@ def test_a_prompt_at_the_limit_is_accepted(tmp_path):
 def test_the_schema_is_package_data():
     """An installed package (not only a checkout with the workflow next to it) can check prompts."""
     import voxelprompt
-    from voxelprompt import prompts
+    from voxelprompt.study import prompts
 
     package = Path(voxelprompt.__file__).resolve().parent
     assert prompts.SCHEMA_PATH.is_file() and package in prompts.SCHEMA_PATH.parents

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from voxelprompt import evaluation_data, protocol
-from voxelprompt.agent import Result
-from voxelprompt.baselines import specialised
-from voxelprompt.evaluation_report import write_evaluation
+from voxelprompt.evaluation import data, protocol
+from voxelprompt.model.agent import Result
+from voxelprompt.evaluation.baselines import specialised
+from voxelprompt.evaluation.report import write_evaluation
 from voxelprompt.model.config import PRESETS
-from voxelprompt.paraphrases import load_paraphrases
+from voxelprompt.evaluation.paraphrases import load_paraphrases
 from voxelprompt.tasks.truth import target_mask
 
 # About four minutes in a fresh process, most of it training the baselines and registering the atlas to
@@ -46,7 +46,7 @@ class SegmentingAgent:
 @pytest.fixture(scope="module")
 def tables(anatomy_cache):
     patch = pytest.MonkeyPatch()
-    original = evaluation_data.held_out_segmentation_subjects
+    original = data.held_out_segmentation_subjects
 
     def registered(per_class, spacing_mm):
         subjects = original(per_class, spacing_mm)
@@ -54,7 +54,7 @@ def tables(anatomy_cache):
         return subjects
 
     patch.setattr(protocol, "Agent", SegmentingAgent)
-    patch.setattr(evaluation_data, "held_out_segmentation_subjects", registered)
+    patch.setattr(data, "held_out_segmentation_subjects", registered)
     model = SimpleNamespace(config=SimpleNamespace(vision=PRESETS["test"].vision))
     try:
         yield protocol.run(model, SETTINGS, log=lambda line: None)

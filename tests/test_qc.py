@@ -1,4 +1,4 @@
-"""The study's QC page (voxelprompt/qc.py): built from real study tables over small synthetic
+"""The study's QC page (voxelprompt/study/qc.py): built from real study tables over small synthetic
 images, then read back as HTML, as PNG pixels, and as a page rendered by headless Chromium."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-from voxelprompt import qc
-from voxelprompt.agent import Result
-from voxelprompt.errors import InputError
-from voxelprompt.io import save_volume
-from voxelprompt.qc import write_qc_report
-from voxelprompt.report import MaskFile, PromptRun, failed_subject_tables, gather, subject_tables, write_part
+from voxelprompt.study import qc
+from voxelprompt.model.agent import Result
+from voxelprompt.core.errors import InputError
+from voxelprompt.core.io import save_volume
+from voxelprompt.study.qc import write_qc_report
+from voxelprompt.study.report import MaskFile, PromptRun, failed_subject_tables, gather, subject_tables, write_part
 from voxelprompt.runtime.library import Metric
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 MODEL = "cpu-500"
 SCRIPT_PROMPT = '<script>alert("x")</script> how large is the lesion?'

@@ -1,4 +1,4 @@
-"""The study's tables (voxelprompt/report.py): rows from real `Result`s, error rows for prompts and
+"""The study's tables (voxelprompt/study/report.py): rows from real `Result`s, error rows for prompts and
 subjects that failed, parts written atomically, the gathered tables read back with pandas and duckdb,
 and provenance in the Parquet metadata."""
 
@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import voxelprompt
-from voxelprompt import report
-from voxelprompt.agent import Agent, Result
-from voxelprompt.errors import InputError
-from voxelprompt.report import (MASKS, METRICS, RESPONSES, MaskFile, PromptRun, failed_subject_tables, gather,
+from voxelprompt.study import report
+from voxelprompt.model.agent import Agent, Result
+from voxelprompt.core.errors import InputError
+from voxelprompt.study.report import (MASKS, METRICS, RESPONSES, MaskFile, PromptRun, failed_subject_tables, gather,
                                 provenance, read_provenance, subject_tables, write_part)
 from voxelprompt.runtime.library import Metric
-from voxelprompt.runtime.measures import Scan
-from voxelprompt.volume import Volume
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 
 STEPS = ['a = 2\nreport("volume of the lesion", 144.0, "mm3")',
          'respond("no change")',

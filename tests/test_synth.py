@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from voxelprompt.synth import anatomy, contrast, labels, spatial
 from voxelprompt.synth.contrast import Acquisition
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 SUBJECT_SEED = 1
 TISSUES = {label.id: label.tissue for label in labels.base_labels()}

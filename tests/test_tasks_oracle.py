@@ -307,7 +307,7 @@ def test_every_hand_written_target_is_segmented_and_measured_voxel_by_voxel(pool
     """Each target of the hand-written table through the programs of segment-anatomy (its mask, voxel
     by voxel) and bounding-box (its extents from the voxels' corners), on one subject: a wrong label
     set in the vocabulary, or a wrong lobe or territory, fails here."""
-    from voxelprompt.evaluate import bind_values
+    from voxelprompt.evaluation.scoring import bind_values
     from voxelprompt.tasks.catalogue import task
     from voxelprompt.tasks.sampling import Example
 

@@ -1,4 +1,4 @@
-"""Training (voxelprompt/train.py, voxelprompt/model/objective.py): executed episodes on a synthetic
+"""Training (voxelprompt/train/loop.py, voxelprompt/model/objective.py): executed episodes on a synthetic
 subject, the loss of Eq. 2 and where its gradients go, overfitting one batch, resumable optimiser
 state, and the `voxelprompt train` command alone, resumed, and under torchrun (DDP on gloo)."""
 
@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,17 +20,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from voxelprompt.agent import Agent
+from voxelprompt.model.agent import Agent
 from voxelprompt.model import SHIPPED_MODEL, tokens
 from voxelprompt.model import episode as episodes
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel
-from voxelprompt.model.objective import Objective
+from voxelprompt.model.objective import Objective, TargetObjective
+from voxelprompt.model.targets import chosen_targets, target_batch
+from voxelprompt.synth import labels
+from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import example_for, sample_example
-from voxelprompt.tasks.truth import GroundTruthVision
+from voxelprompt.tasks.truth import GroundTruthVision, target_mask
 from voxelprompt.tasks.subjects import Requirements, synthesize
-from voxelprompt.train import LOG_COLUMNS, Settings, State, _load_optimiser, _save, cropped, initial_model
+from voxelprompt.train.loop import (LOG_COLUMNS, Settings, State, _load_optimiser, _save, cropped,
+                                    freeze_encodings, initial_model, warm_started)
 
 TEST = PRESETS["test"]
 STEPS = ['e1 = encode([select("T1w")])\ne2 = encode(scans())\nread(e1)\nread(e2)',
@@ -291,9 +296,9 @@ def test_train_distributed(subject, tmp_path):
 def test_gamma_distortion_changes_mri_contrast_and_keeps_physical_units():
     """Exponential scaling (§4.3) reshapes MRI intensities monotonically; CT (HU) and ADC are kept."""
     from voxelprompt.model.episode import Episode, VisionCall
-    from voxelprompt.runtime.measures import Scan
-    from voxelprompt.train import gamma_distorted
-    from voxelprompt.volume import Volume
+    from voxelprompt.core.scan import Scan
+    from voxelprompt.train.loop import gamma_distorted
+    from voxelprompt.core.volume import Volume
 
     values = np.linspace(0, 100, 1000, dtype=np.float32).reshape(10, 10, 10)
     scans = tuple(Scan(Volume(values.copy(), np.eye(4)), modality) for modality in ("T1w", "CT", "ADC"))
@@ -377,10 +382,152 @@ def test_a_run_without_checkpoint_starts_from_the_given_weights(tokenizer, tmp_p
     model = initial_model(Settings(out="", preset="test", init=str(start)), torch.device("cpu"))
     for (name, a), b in zip(model.state_dict().items(), VoxelPromptModel.from_pretrained(start).state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
-    # the shipped model is the start of its own preset's runs, and of no other preset's
-    shipped = initial_model(Settings(out="", preset="cpu"), torch.device("cpu"))
-    assert shipped.tokenizer.to_str() == VoxelPromptModel.from_pretrained(SHIPPED_MODEL).tokenizer.to_str()
+    # the shipped model starts the runs of every preset with its agent (whatever their vision head),
+    # and of no other preset
+    for preset in ("cpu", "cpu-modulated"):
+        shipped = initial_model(Settings(out="", preset=preset), torch.device("cpu"))
+        assert shipped.config == PRESETS[preset]
+        assert shipped.tokenizer.to_str() == VoxelPromptModel.from_pretrained(SHIPPED_MODEL).tokenizer.to_str()
     assert initial_model(Settings(out="", preset="test", tokenizer_episodes=50, vocab_size=512),
                          torch.device("cpu")).config == TEST
     with pytest.raises(ValueError, match="preset"):
         initial_model(Settings(out="", preset="cpu", init=str(start)), torch.device("cpu"))
+
+
+# --- the vision stage -----------------------------------------------------------------------------
+
+DYNAMIC = replace(TEST, vision=replace(TEST.vision, head="dynamic"))
+
+
+def test_a_target_batch_holds_each_targets_true_mask_and_the_episode_that_asks_for_it(tokenizer, subject):
+    rng = np.random.default_rng(3)
+    batch = target_batch(tokenizer, subject, 8, rng)
+    assert len(batch.targets) == len(batch.episodes) == len(batch.truths) == 8
+    kinds = dict(chosen for chosen in chosen_targets(subject, 200, np.random.default_rng(0)))
+    assert sum(target not in values.allowed("anatomy", subject) for target in batch.targets) <= 1  # an eighth
+    for target, truth, episode in zip(batch.targets, batch.truths, batch.episodes):
+        np.testing.assert_array_equal(truth, target_mask(subject.sessions[0], target))
+        last = [call for call in episode.calls if call.kind == "segment"][-1]
+        assert last.target == target
+        assert episode.steps[-1].startswith(f'segmentation = segment(e, "{target}")')
+    assert all(s.session == subject.sessions[0].label for s in batch.scans)
+    assert kinds  # the subject allows targets of every kind it has
+    cut = target_batch(tokenizer, subject, 4, rng, box=((2, 3, 4), (12, 13, 14)))
+    assert cut.truths.shape[1:] == (10, 10, 10) and cut.scans[0].volume.shape == (10, 10, 10)
+
+
+def test_single_structures_are_drawn_more_often_than_the_unions_made_of_them(subject):
+    rng = np.random.default_rng(8)
+    anatomy = values.allowed("anatomy", subject)
+    size = {name: len(labels.target(name).label_ids) for name in anatomy}
+    drawn = Counter(value for _ in range(200) for kind, value in chosen_targets(subject, 16, rng) if kind == "anatomy")
+    per_target = {n: np.mean([drawn[name] for name in anatomy if size[name] == n]) for n in set(size.values())}
+    assert per_target[1] > 2 * per_target[max(per_target)] > 0
+
+
+def test_the_vision_stage_loss_trains_the_networks_and_phi_through_a_frozen_agent(tokenizer, subject):
+    torch.manual_seed(0)
+    model = VoxelPromptModel(DYNAMIC, tokenizer)
+    model.agent.requires_grad_(False)
+    batch = target_batch(tokenizer, subject, 6, np.random.default_rng(4), box=((0, 0, 0), (20, 20, 20)))
+    losses = TargetObjective(model)(batch)
+    assert math.isfinite(losses.total.item()) and 0.0 <= losses.dice <= 1.0 and losses.targets == 6
+    losses.total.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    # The encodings the agent reads stay the agent's: nothing flows back through its pass.
+    assert all(grads[name] is None for name in grads if name.startswith(("agent.", "vision.to_agent.")))
+    for part in ("vision.head.", "to_phi.", "vision.encoder.0.", "vision.generator.0."):
+        assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(part)), part
+
+
+@pytest.mark.parametrize("reader", [True, False])
+def test_the_vision_stage_never_changes_the_encodings_the_agent_reads(tokenizer, subject, reader):
+    """With a reader of its own, m_enc learns to segment while the reader stays; without one, m_enc stays."""
+    torch.manual_seed(0)
+    model = VoxelPromptModel(replace(DYNAMIC, vision=replace(DYNAMIC.vision, reader=reader)), tokenizer)
+    model.agent.requires_grad_(False)
+    freeze_encodings(model)
+    batch = target_batch(tokenizer, subject, 4, np.random.default_rng(4), box=((0, 0, 0), (20, 20, 20)))
+    TargetObjective(model)(batch).total.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    encoding_path = ("vision.reader.",) if reader else ("vision.encoder.", "vision.modality.", "vision.to_agent.")
+    assert all(grads[name] is None for name in grads if name.startswith(("agent.", *encoding_path)))
+    learnt = ("vision.generator.0.", "vision.head.", *(("vision.encoder.0.",) if reader else ()))
+    for part in learnt:
+        assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(part)), part
+
+
+def test_a_warm_start_gives_a_new_reader_the_encodings_of_the_source(tokenizer):
+    torch.manual_seed(6)
+    source = VoxelPromptModel(DYNAMIC, tokenizer).eval()
+    model = warm_started(source, replace(DYNAMIC, vision=replace(DYNAMIC.vision, reader=True))).eval()
+    images = torch.rand((2, 1, 12, 10, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs, ours = (m.vision.encode(images, (2.0, 2.0, 2.0), ["T1w", "FLAIR"]) for m in (source, model))
+    torch.testing.assert_close(ours.embeddings, theirs.embeddings, atol=0, rtol=0)
+    for mine, other in zip(ours.skips, theirs.skips):  # m_enc starts from the source's encoder too
+        torch.testing.assert_close(mine, other, atol=0, rtol=0)
+
+
+def test_the_vision_stage_loss_runs_under_autocast(tokenizer, subject):
+    """Training on a GPU runs under bfloat16 autocast: the encodings spliced into the episodes then
+    come in half precision, the token embeddings in full (index_put refused the mix)."""
+    torch.manual_seed(0)
+    model = VoxelPromptModel(DYNAMIC, tokenizer)
+    batch = target_batch(tokenizer, subject, 3, np.random.default_rng(5), box=((0, 0, 0), (16, 16, 16)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = TargetObjective(model)(batch)
+    assert math.isfinite(losses.total.item())
+
+
+def test_the_vision_stage_needs_an_encoder_that_phi_does_not_steer(tokenizer):
+    steered = replace(TEST, vision=replace(TEST.vision, encoder_latent=True))
+    with pytest.raises(ValueError, match="encoder_latent"):
+        TargetObjective(VoxelPromptModel(steered, tokenizer))
+
+
+def test_the_vision_stage_trains_the_networks_alone_and_validates_their_dice(tokenizer, subject, tmp_path):
+    torch.manual_seed(3)
+    start = VoxelPromptModel(TEST, tokenizer).save_pretrained(tmp_path / "start")
+    out = tmp_path / "run"
+    _train(out, 2, flags=[*TRAIN_FLAGS, "--stage", "vision", "--targets-per-step", "4", "--spacing-mm", "3",
+                          "--validation-subjects", "1", "--validation-real-scans", "0", "--init", str(start)])
+    rows = _rows(out)
+    assert all(r["code_loss"] == "" and 0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert rows[0]["validation_dice"] == "" and 0.0 <= float(rows[1]["validation_dice"]) <= 1.0
+    assert float(rows[1]["validation_loss"]) == pytest.approx(1 - float(rows[1]["validation_dice"]), abs=1e-4)
+    before = load_file(str(start / "model.safetensors"))
+    after = load_file(str(out / "latest" / "model.safetensors"))
+    # The writer and the encodings it reads stay as they are (`train_encoder` 0); m_gen and the head learn.
+    kept = ("agent.", "vision.encoder.", "vision.modality.", "vision.to_agent.")
+    assert all(torch.equal(before[name], after[name]) for name in before if name.startswith(kept))
+    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("vision.generator."))
+
+
+def test_a_warm_start_keeps_every_weight_the_new_configuration_can_take(tokenizer):
+    torch.manual_seed(5)
+    source = VoxelPromptModel(TEST, tokenizer)
+    assert warm_started(source, TEST) is source
+    model = warm_started(source, DYNAMIC)
+    assert model.config == DYNAMIC and model.tokenizer is source.tokenizer
+    theirs = source.state_dict()
+    for name, tensor in model.state_dict().items():
+        if name.startswith("vision.head."):
+            assert name not in theirs or theirs[name].shape != tensor.shape
+        else:
+            torch.testing.assert_close(tensor, theirs[name], atol=0, rtol=0, msg=name)
+
+
+def test_the_vision_stage_checkpoint_keeps_the_shipped_writer_and_its_encodings():
+    """checkpoints/vision-stage/ (docs/model.md): the agent's weights and the reader are the shipped
+    model's agent and encoder path, bit for bit, so it writes the shipped model's programs."""
+    folder = Path(__file__).resolve().parents[1] / "checkpoints/vision-stage"
+    candidate = load_file(str(folder / "model.safetensors"))
+    shipped = load_file(str(SHIPPED_MODEL / "model.safetensors"))
+    agent = [name for name in shipped if name.startswith("agent.")]
+    assert agent and all(torch.equal(candidate[name], shipped[name]) for name in agent)
+    reader = [name for name in candidate if name.startswith("vision.reader.")]
+    path = [name for name in shipped if name.startswith(("vision.encoder.", "vision.modality.", "vision.to_agent."))]
+    assert len(reader) == len(path)
+    assert all(torch.equal(candidate[name], shipped["vision." + name.removeprefix("vision.reader.")]) for name in reader)
+    assert VoxelPromptModel.from_pretrained(folder).config == PRESETS["cpu"]

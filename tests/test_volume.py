@@ -1,5 +1,5 @@
 """Tests for the image type (`Volume`/`Grid`), the exact map back to the original grid, and the
-SimpleITK bridge in `voxelprompt.register`.
+SimpleITK bridge in `voxelprompt.imaging.register`.
 
 Conventions under test: `array[i, j, k]` sits at world position `affine @ (i, j, k, 1)` in RAS mm;
 SimpleITK works in LPS mm, so a physical point there is the RAS point with x and y negated.
@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from voxelprompt.preprocess import PreprocessRecord, to_original_grid
-from voxelprompt.register import (
+from voxelprompt.imaging.preprocess import PreprocessRecord, to_original_grid
+from voxelprompt.imaging.register import (
     from_sitk,
     read_transform,
     resample,
@@ -27,7 +27,7 @@ from voxelprompt.register import (
     transform_to_ras_matrix,
     write_transform,
 )
-from voxelprompt.volume import Grid, Volume
+from voxelprompt.core.volume import Grid, Volume
 
 SHAPE = (7, 8, 9)
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])

@@ -30,15 +30,15 @@ import pytest
 import yaml
 from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 
-from voxelprompt import demo
-from voxelprompt.evaluation_report import EVALUATION_PAGE, page_quote, quoted_in_page
-from voxelprompt.packaged_data import package_file
-from voxelprompt.io import load_volume, save_volume
+from voxelprompt.study import demo
+from voxelprompt.evaluation.report import EVALUATION_PAGE, page_quote, quoted_in_page
+from voxelprompt.core.packaged_data import package_file
+from voxelprompt.core.io import load_volume, save_volume
 from voxelprompt.model import SHIPPED_MODEL
 from voxelprompt.model.joint import VoxelPromptModel
-from voxelprompt.report import read_provenance
-from voxelprompt.register import mean_displacement_mm
-from voxelprompt.volume import Volume
+from voxelprompt.study.report import read_provenance
+from voxelprompt.imaging.register import mean_displacement_mm
+from voxelprompt.core.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "workflow", "profiles")
@@ -176,10 +176,10 @@ def test_masks_go_back_onto_every_input_image_and_match_the_table(small_run, mon
     """The subject job with an agent that outputs a known box on the subject grid: the box lands on
     each input image's own grid (here two sessions, rigidly moved), with its volume kept, its row in
     the masks table and a sidecar naming the image."""
-    from voxelprompt import answer, study
-    from voxelprompt.agent import Result
-    from voxelprompt.paths import DerivativePaths
-    from voxelprompt.prompts import load_prompts
+    from voxelprompt.study import answer, inputs
+    from voxelprompt.model.agent import Result
+    from voxelprompt.study.paths import DerivativePaths
+    from voxelprompt.study.prompts import load_prompts
 
     class BoxAgent:
         box_mm3 = 0.0
@@ -202,7 +202,7 @@ def test_masks_go_back_onto_every_input_image_and_match_the_table(small_run, mon
     table = next(arg for arg in small_run.arguments if arg.startswith("input=")).split("path: ")[1].rstrip("}")
     prompts = [p for p in load_prompts("config/prompts.csv") if p.prompt_id == "ventricles"]
     prompts[0] = type(prompts[0])(prompts[0].prompt_id, prompts[0].prompt, (), ())  # both sessions' images
-    part = answer.answer_subject("small", study.load("samples", table), prompts, SHIPPED_MODEL,
+    part = answer.answer_subject("small", inputs.load("samples", table), prompts, SHIPPED_MODEL,
                                  DerivativePaths("results"), tmp_path / "part")
     masks = pd.read_parquet(part / "masks.parquet")
     assert len(masks) == 2 and set(masks["output"]) == {"a box"}
@@ -426,20 +426,23 @@ TINY_TRAINING = ("preset: test, tokenizer_episodes: 100, vocab_size: 512, valida
 
 def _training(steps: int) -> str:
     return (f"training={{run: runs/tiny, model: models/tiny, settings: {{{TINY_TRAINING}}}, stages: "
-            f"{{agent: {{steps: 2, text_batch: 2, validate_every: 2, validation_programs: 1}}, joint: {{steps: {steps}}}}}}}")
+            f"{{agent: {{steps: 2, text_batch: 2, validate_every: 2, validation_programs: 1}}, "
+            f"vision: {{steps: 2, targets_per_step: 2, validate_every: 2, validation_real_scans: 0}}, "
+            f"joint: {{steps: {steps}}}}}}}")
 
 
 def test_train_and_evaluate_are_separate_targets(workdir):
     study = snakemake(workdir, "-n")
     assert "train" not in _job_counts(study.stdout) and "evaluate" not in _job_counts(study.stdout)
     training = snakemake(workdir, "-n", "-p", "train")
-    assert _job_counts(training.stdout) == {"train_stage": 2, "train": 1, "total": 3}
-    # the agent stage first, from the shipped model; the joint stage from what the agent stage exported
-    agent = next(line for line in training.stdout.splitlines() if "train --stage agent" in line)
-    joint = next(line for line in training.stdout.splitlines() if "train --stage joint" in line)
+    assert _job_counts(training.stdout) == {"train_stage": 3, "train": 1, "total": 4}
+    # the agent stage first, from the shipped model; each later stage from what the one before exported
+    agent, vision, joint = (next(line for line in training.stdout.splitlines() if f"train --stage {stage}" in line)
+                            for stage in ("agent", "vision", "joint"))
     assert "--out runs/voxelprompt/agent --preset cpu" in agent and "--init" not in agent
     assert "--export runs/voxelprompt/exported/agent" in agent
-    assert "--init runs/voxelprompt/exported/agent" in joint and "--export runs/voxelprompt/exported/joint" in joint
+    assert "--init runs/voxelprompt/exported/agent" in vision and "--targets-per-step 32" in vision
+    assert "--init runs/voxelprompt/exported/vision" in joint and "--export runs/voxelprompt/exported/joint" in joint
     assert "export-model --model runs/voxelprompt/exported/joint --out models/voxelprompt" in training.stdout
     evaluation = snakemake(workdir, "-n", "-p", "evaluate", "--config",
                            "evaluation={settings: {per_task: 1, real_scan: false}}")
@@ -449,14 +452,14 @@ def test_train_and_evaluate_are_separate_targets(workdir):
     assert all(option in command for option in ("--per-task 1 ", "--steps 15 ", "--no-real-scan ", "--out-dir results/evaluation"))
     # evaluating the trained model plans its training first
     chained = snakemake(workdir, "-n", "evaluate", "--config", "evaluation={model: models/voxelprompt}")
-    assert _job_counts(chained.stdout) == {"evaluate": 1, "train_stage": 2, "train": 1, "total": 4}
+    assert _job_counts(chained.stdout) == {"evaluate": 1, "train_stage": 3, "train": 1, "total": 5}
 
 
 def test_an_unknown_training_option_is_refused_by_the_schema(workdir):
     result = snakemake(workdir, "-n", "train", "--config", "training={settings: {out: elsewhere}}")
     assert result.returncode != 0 and "'out'" in result.stdout + result.stderr
-    result = snakemake(workdir, "-n", "train", "--config", "training={stages: {vision: {}}}")
-    assert result.returncode != 0 and "'vision'" in result.stdout + result.stderr
+    result = snakemake(workdir, "-n", "train", "--config", "training={stages: {segment: {}}}")
+    assert result.returncode != 0 and "'segment'" in result.stdout + result.stderr
 
 
 @pytest.mark.slow  # two trainings through Snakemake; resuming itself is test_training.py::test_train_resumes
@@ -466,6 +469,7 @@ def test_train_exports_a_model_and_running_it_again_resumes_the_run(workdir):
     exported = VoxelPromptModel.from_pretrained(workdir / "models/tiny")
     assert exported.config.preset == "test"
     assert list(pd.read_csv(workdir / "runs/tiny/agent/log.csv")["step"]) == [1, 2]
+    assert list(pd.read_csv(workdir / "runs/tiny/vision/log.csv")["step"]) == [1, 2]
     # More steps: Snakemake reruns the joint stage (its options changed), which continues from step 2.
     second = snakemake(workdir, "train", "--cores", "2", "--config", _training(3))
     assert second.returncode == 0, second.stderr[-3000:]
@@ -578,6 +582,25 @@ def _hostile_images(folder: Path) -> dict[str, Path]:
             handle.write(compressor.compress(bytes(2**20)))
         handle.write(compressor.flush())
     return made
+
+
+# How the README names each kind of bad image the hostile study tests.
+README_KINDS = {
+    "flat": "a 2D image", "series": "a 4D series", "nan": "NaN or Inf voxels",
+    "constant": "a constant image", "singular": "a singular affine",
+    "absurd": "voxel sizes outside 0.05–20 mm", "unknown": "qform and sform codes both 0",
+    "mirrored": "mirror images", "truncated": "a truncated gzip",
+    "notgzip": "that is not gzip", "shortdata": "more voxels than\n  the file holds",
+    "loop": "a symlink loop", "bomb": "a gzip bomb",
+}
+
+
+def test_the_readme_lists_every_kind_of_bad_image_the_hostile_study_tests(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme[readme.index("### Bad input never stops a study"):]
+    paragraph = paragraph[: paragraph.index("\n## ")]
+    assert set(README_KINDS) == set(_hostile_images(tmp_path))
+    assert [kind for kind, words in README_KINDS.items() if words not in paragraph] == []
 
 
 @pytest.mark.slow

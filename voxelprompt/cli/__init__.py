@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from voxelprompt import __version__
-from voxelprompt.errors import InputError
+from voxelprompt.core.errors import InputError
 
 # command -> (module of voxelprompt.cli that defines it, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {

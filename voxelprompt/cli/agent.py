@@ -20,8 +20,8 @@ def configure(command: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _run_agent(args: argparse.Namespace) -> None:
-    from voxelprompt.errors import InputError, excerpt
-    from voxelprompt.prompts import check_prompt_length
+    from voxelprompt.core.errors import InputError, excerpt
+    from voxelprompt.study.prompts import check_prompt_length
 
     too_long = check_prompt_length(args.prompt)
     if too_long:  # refused before the model is loaded
@@ -29,11 +29,11 @@ def _run_agent(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from voxelprompt.agent import Agent
-    from voxelprompt.cohort import modality_from_filename, normalise_modality
-    from voxelprompt.io import load_volume, save_volume
+    from voxelprompt.model.agent import Agent
+    from voxelprompt.study.cohort import modality_from_filename, normalise_modality
+    from voxelprompt.core.io import load_volume, save_volume
     from voxelprompt.model.joint import VoxelPromptModel, device_for
-    from voxelprompt.prepare import prepare
+    from voxelprompt.imaging.prepare import prepare
 
     modalities = [m.strip() for m in args.modalities.split(",")] if args.modalities else [
         modality_from_filename(path) for path in args.images]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def configure(command: str, parser: argparse.ArgumentParser) -> None:
-    from voxelprompt.protocol import ProtocolSettings
+    from voxelprompt.evaluation.protocol import ProtocolSettings
 
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the tables, plots and summary.md")
@@ -28,11 +28,12 @@ def _evaluate_model(args: argparse.Namespace) -> None:
     import sys
     import time
 
-    from voxelprompt import protocol, report
-    from voxelprompt.errors import InputError
-    from voxelprompt.evaluation_report import write_evaluation
+    from voxelprompt.evaluation import protocol
+    from voxelprompt.study import report
+    from voxelprompt.core.errors import InputError
+    from voxelprompt.evaluation.report import write_evaluation
     from voxelprompt.model.joint import VoxelPromptModel
-    from voxelprompt.protocol import ProtocolSettings
+    from voxelprompt.evaluation.protocol import ProtocolSettings
     from voxelprompt.synth import anatomy
 
     model = VoxelPromptModel.from_pretrained(args.model)

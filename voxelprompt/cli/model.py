@@ -12,7 +12,7 @@ def configure(command: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from voxelprompt.train import Settings
+    from voxelprompt.train.loop import Settings
 
     parser.add_argument("--out", type=Path, required=True, help="run folder: latest/ (resumable), best/, log.csv")
     parser.add_argument("--export", type=Path, help="then write the best checkpoint here, in half precision")
@@ -25,10 +25,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from voxelprompt.errors import InputError
+    from voxelprompt.core.errors import InputError
     from voxelprompt.model.config import PRESETS
-    from voxelprompt.seeds import refuse_reserved
-    from voxelprompt.train import Settings, train
+    from voxelprompt.core.seeds import refuse_reserved
+    from voxelprompt.train.loop import Settings, train
 
     settings = Settings(**{k: (str(v) if k == "out" else v) for k, v in vars(args).items()
                            if k in Settings.__dataclass_fields__})
@@ -57,7 +57,7 @@ def export(model_dir: Path, out: Path, evaluation: Path | None = None) -> Path:
     """The checkpoint in half precision, its card extended by the summary of evaluate-model."""
     import torch
 
-    from voxelprompt.errors import InputError
+    from voxelprompt.core.errors import InputError
     from voxelprompt.model.joint import VoxelPromptModel
 
     model = VoxelPromptModel.from_pretrained(model_dir)

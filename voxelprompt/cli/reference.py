@@ -33,7 +33,7 @@ def _tasks_list(args: argparse.Namespace) -> None:
 def _tasks_sample(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from voxelprompt.errors import InputError
+    from voxelprompt.core.errors import InputError
     from voxelprompt.tasks import catalogue
     from voxelprompt.tasks.sampling import sample_example
 
@@ -50,21 +50,21 @@ def _tasks_sample(args: argparse.Namespace) -> None:
 
 
 def _tasks_reference(args: argparse.Namespace) -> None:
-    from voxelprompt.io import write_text
+    from voxelprompt.core.io import write_text
     from voxelprompt.tasks import reference
 
     print(write_text(args.out, reference.reference_markdown()))
 
 
 def _library_reference(args: argparse.Namespace) -> None:
-    from voxelprompt.io import write_text
+    from voxelprompt.core.io import write_text
     from voxelprompt.runtime.library import Library
 
     print(write_text(args.out, Library(scans_available=[]).reference_markdown()))
 
 
 def _label_reference(args: argparse.Namespace) -> None:
-    from voxelprompt.io import write_text
+    from voxelprompt.core.io import write_text
     from voxelprompt.synth.labels import reference_markdown
 
     print(write_text(args.out, reference_markdown()))

@@ -20,7 +20,7 @@ def _make_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _make_demo(args: argparse.Namespace) -> None:
-    from voxelprompt import demo
+    from voxelprompt.study import demo
 
     for path in demo.make_demo_study(args.out_dir):
         print(path)
@@ -37,9 +37,9 @@ def _samples_arguments(parser: argparse.ArgumentParser) -> None:
 def _samples(args: argparse.Namespace) -> None:
     import sys
 
-    from voxelprompt import cohort
-    from voxelprompt.io import atomic_output
-    from voxelprompt.study import read_samples_table
+    from voxelprompt.study import cohort
+    from voxelprompt.core.io import atomic_output
+    from voxelprompt.study.inputs import read_samples_table
 
     if args.bids:
         study = cohort.from_bids(args.bids)
@@ -66,7 +66,7 @@ def _check_images_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_images(args: argparse.Namespace) -> None:
-    from voxelprompt.image_check import check_images, limit_memory
+    from voxelprompt.study.image_check import check_images, limit_memory
 
     if args.memory_limit_mb:
         limit_memory(args.memory_limit_mb)
@@ -87,12 +87,12 @@ def _answer_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _answer(args: argparse.Namespace) -> None:
-    from voxelprompt import study
-    from voxelprompt.answer import answer_subject
-    from voxelprompt.paths import DerivativePaths
-    from voxelprompt.prompts import load_prompts
+    from voxelprompt.study import inputs
+    from voxelprompt.study.answer import answer_subject
+    from voxelprompt.study.paths import DerivativePaths
+    from voxelprompt.study.prompts import load_prompts
 
-    cohort = study.load(args.input_kind, args.input_path)
+    cohort = inputs.load(args.input_kind, args.input_path)
     paths = DerivativePaths(args.output_dir)
     print(answer_subject(args.subject, cohort, load_prompts(args.prompts), args.model, paths,
                          Path(paths.part_folder(args.subject)), args.device, args.threads))
@@ -107,8 +107,8 @@ def _gather_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gather(args: argparse.Namespace) -> None:
-    from voxelprompt import report
-    from voxelprompt.paths import DerivativePaths
+    from voxelprompt.study import report
+    from voxelprompt.study.paths import DerivativePaths
 
     paths = DerivativePaths(args.output_dir)
     parts = [Path(paths.part_folder(subject)) for subject in args.subjects]
@@ -123,7 +123,7 @@ def _qc_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _qc_report(args: argparse.Namespace) -> None:
-    from voxelprompt.qc import write_qc_report
+    from voxelprompt.study.qc import write_qc_report
 
     print(write_qc_report(args.tables, args.out))
 
@@ -135,6 +135,6 @@ def _describe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _describe_derivatives(args: argparse.Namespace) -> None:
-    from voxelprompt import derivatives
+    from voxelprompt.study import derivatives
 
     print(derivatives.describe(args.output_dir, args.source))

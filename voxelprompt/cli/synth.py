@@ -34,7 +34,7 @@ def configure(command: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _contrasts_and_lesions(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from voxelprompt.errors import InputError
+    from voxelprompt.core.errors import InputError
     from voxelprompt.synth import contrast
     from voxelprompt.synth.lesions import lesion_classes
 

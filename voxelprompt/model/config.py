@@ -21,6 +21,15 @@ class VisionConfig:
     # already coarser keep their spacing) and segmentations come back on the scans' own grid. 0: the
     # scans' own grid, whatever it is.
     working_spacing_mm: float = 0.0
+    # How phi turns features into a mask. "modulated" (the paper): phi mixes into every level of m_gen,
+    # so each target costs a whole generator pass. "dynamic": m_gen is steered by each scan's modality
+    # only, and phi generates the weights of a per-voxel readout of m_gen's features (as DoDNet and SAT
+    # do with a task or text code), so one pass serves every target and a training step supervises many.
+    head: str = "modulated"
+    head_channels: int = 32  # per-voxel embedding that the dynamic head reads out
+    # Whether the encodings epsilon_v the agent reads come from an encoder of their own (`Reader`), so
+    # that m_enc can keep learning to segment without changing what the program writer reads.
+    reader: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,11 @@ class ModelConfig:
 PRESETS = {
     "paper": ModelConfig(VisionConfig(levels=6, first_channels=32, channels=96, encoder_latent=True),
                          AgentConfig(layers=16, hidden=512, heads=32, ffn=2048, max_positions=4096), "paper"),
-    "cpu": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0), AgentConfig(), "cpu"),
+    "cpu": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0, head="dynamic", reader=True), AgentConfig(),
+                       "cpu"),
+    # The cpu preset with the paper's head (phi in every level of m_gen): the vision ablation's baseline.
+    "cpu-modulated": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0, reader=True), AgentConfig(),
+                                 "cpu-modulated"),
     "test": ModelConfig(VisionConfig(levels=3, first_channels=8, channels=8, phi_dim=8, attention_dim=8),
                         AgentConfig(layers=1, hidden=32, heads=2, ffn=64, max_positions=2048), "test"),
 }

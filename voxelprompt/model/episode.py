@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 from voxelprompt.model import tokens
 from voxelprompt.runtime import Environment, Limits, read_text
 from voxelprompt.runtime.library import Library
-from voxelprompt.runtime.measures import Scan
+from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.vision import Encoding
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import Task
@@ -31,7 +31,7 @@ from voxelprompt.tasks.grammar import grammar
 from voxelprompt.tasks.roughen import roughen
 from voxelprompt.tasks.subjects import Requirements, choose_contrasts, session_dates
 from voxelprompt.tasks.truth import GroundTruthVision
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 SKETCH_SHAPE = (6, 6, 6)
 

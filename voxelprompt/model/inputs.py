@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from voxelprompt.runtime.measures import Scan
-from voxelprompt.volume import Grid
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Grid
 
 CT_LEVEL_HU, CT_WIDTH_HU = 40.0, 160.0  # brain window: -40 HU -> 0, 120 HU -> 1
 ADC_SCALE = 3.0  # 10^-3 mm^2/s: free water is about 3

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from voxelprompt.io import atomic_output, write_text
+from voxelprompt.core.io import atomic_output, write_text
 from voxelprompt.model import tokens
 from voxelprompt.model.config import ModelConfig
 from voxelprompt.model.vision import VisionNetworks
@@ -63,8 +63,9 @@ class VoxelPromptModel(nn.Module):
         embeddings = self.agent.get_input_embeddings()(ids)
         if encodings:
             positions = torch.tensor(sorted(encodings), device=ids.device)
+            # Under autocast the encoder's encodings come in half precision, the token table in full.
             embeddings = embeddings.index_put((torch.zeros_like(positions), positions),
-                                              torch.stack([encodings[p] for p in sorted(encodings)]))
+                                              torch.stack([encodings[p] for p in sorted(encodings)]).to(embeddings.dtype))
         return embeddings
 
     def hidden(self, embeddings: torch.Tensor, attention_mask: torch.Tensor | None = None, past=None,

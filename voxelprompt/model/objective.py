@@ -130,3 +130,75 @@ class Objective(nn.Module):
             truth = torch.from_numpy(np.asarray(call.truth.array > 0, dtype=np.float32)).to(device)
             dice.append(soft_dice(torch.sigmoid(logits.float()), truth))
         return model.logits(hidden[0]), self._labels(episode, len(episode.ids)).to(device), dice
+
+
+@dataclass
+class TargetLosses:
+    total: torch.Tensor
+    dice: float  # mean soft Dice over the batch's targets
+    targets: int
+
+
+class TargetObjective(nn.Module):
+    """The vision stage: soft Dice plus binary cross-entropy of every target of a `TargetBatch`, from one
+    encoder and generator pass (the dynamic head). Each target's phi comes from its episode with the
+    scans' encodings in the `<ENC>` slots, as at inference. The agent is frozen and its pass runs
+    without gradients (a backward pass through it cost a third of a step): phi learns through
+    `to_phi` alone. The path to the encodings the agent reads is frozen (`encoding_path`): a model
+    with a reader of its own trains m_enc; one without runs m_enc without gradients too."""
+
+    def __init__(self, model: VoxelPromptModel, cross_entropy_weight: float = 1.0):
+        super().__init__()
+        if model.config.vision.encoder_latent:
+            raise ValueError("the vision stage needs an encoder that phi does not steer (encoder_latent: false): "
+                             "one encoding must serve every target of a batch")
+        self.model = model
+        self.cross_entropy_weight = cross_entropy_weight
+
+    def forward(self, batch) -> TargetLosses:
+        logits = self.logits(batch)
+        truth = torch.from_numpy(batch.truths.astype(np.float32)).to(logits.device)
+        probabilities = torch.sigmoid(logits.float())
+        dice = torch.stack([soft_dice(p, t) for p, t in zip(probabilities, truth)])
+        # Cross-entropy gives every voxel a gradient from the first step, when soft Dice is near zero
+        # and flat (SynthSeg warms up with an L2 loss for the same reason).
+        cross_entropy = F.binary_cross_entropy_with_logits(logits.float(), truth)
+        total = (1 - dice).mean() + self.cross_entropy_weight * cross_entropy
+        return TargetLosses(total, float(dice.detach().mean()), len(batch.targets))
+
+    def logits(self, batch) -> torch.Tensor:
+        """(K, X, Y, Z) logits of the batch's targets on its scans' grid."""
+        model = self.model
+        device = model.device
+        modalities = [s.modality for s in batch.scans]
+        # An encoder that `freeze_encodings` froze (no reader) runs without a graph: its backward pass would be wasted.
+        with torch.set_grad_enabled(any(p.requires_grad for p in model.vision.encoder.parameters())):
+            encoded = model.vision.encode(stacked(batch.scans, device), tuple(batch.scans[0].volume.spacing_mm),
+                                          modalities)
+        with torch.no_grad():
+            hidden = self._mod_hidden(batch.episodes, encoded.embeddings)
+        phi = model.phi(hidden)
+        return model.vision.segment_all(encoded, phi, modalities)
+
+    def _mod_hidden(self, episodes: list[Episode], embeddings: torch.Tensor) -> torch.Tensor:
+        """The hidden state at each episode's last `<MOD>` (its segment call), encodings spliced in."""
+        model = self.model
+        device = model.device
+        length = max(len(e.ids) for e in episodes)
+        ids = torch.full((len(episodes), length), model.special[tokens.PAD], dtype=torch.long)
+        mask = torch.zeros((len(episodes), length), dtype=torch.long)
+        rows, columns, streams, last_mod = [], [], [], []
+        for row, episode in enumerate(episodes):
+            ids[row, : len(episode.ids)] = torch.tensor(episode.ids)
+            mask[row, : len(episode.ids)] = 1
+            slots = episode.positions(model.tokenizer, tokens.ENC)
+            rows += [row] * len(slots)
+            columns += slots
+            streams += [stream for _, stream in episode.slots]
+            last_mod.append(episode.positions(model.tokenizer, tokens.MOD)[-1])
+        embedded = model.embed(ids.to(device))
+        if rows:
+            embedded = embedded.index_put((torch.tensor(rows, device=device), torch.tensor(columns, device=device)),
+                                          embeddings[torch.tensor(streams, device=device)].to(embedded.dtype))
+        hidden, _ = model.hidden(embedded, attention_mask=mask.to(device))
+        return hidden[torch.arange(len(episodes), device=device), torch.tensor(last_mod, device=device)]

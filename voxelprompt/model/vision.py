@@ -22,6 +22,7 @@ from torch import nn
 
 from voxelprompt.model.config import VisionConfig
 
+HEADS = ("modulated", "dynamic")
 MODALITIES = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
 THICK_RATIO = 2.0
 SLAB_VOXELS = 1 << 18  # voxels per slab of the stream attention at inference
@@ -123,6 +124,72 @@ class Level(nn.Module):
         return F.silu(self.norm(self.streams(x)))
 
 
+class DynamicHead(nn.Module):
+    """Masks of any number of targets from one feature map. The features are projected once to an
+    embedding per voxel (a 1x1x1 convolution and SiLU, shared by all targets); a target's logit at a
+    voxel is the dot product of that embedding with weights generated from the target's phi, plus a
+    bias (as the text-driven heads of the CLIP-driven Universal Model and SAT do). A target costs one
+    dot product per voxel, so a step can supervise dozens of them."""
+
+    def __init__(self, channels: int, hidden: int, phi_dim: int):
+        super().__init__()
+        self.project = nn.Conv3d(channels, hidden, 1)
+        self.generate = nn.Linear(phi_dim, hidden + 1)
+
+    def forward(self, features: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """features (c, X, Y, Z), phi (K, phi_dim) -> logits (K, X, Y, Z)."""
+        embedding = F.silu(self.project(features[None]))[0].flatten(1)  # (hidden, V)
+        weights, bias = self.generate(phi).split([embedding.shape[0], 1], dim=1)
+        return (weights @ embedding + bias).view(phi.shape[0], *features.shape[1:])
+
+
+def modality_ids(embedding: nn.Embedding, modalities: list[str]) -> torch.Tensor:
+    ids = [MODALITIES.index(m) if m in MODALITIES else len(MODALITIES) for m in modalities]
+    return torch.tensor(ids, device=embedding.weight.device)
+
+
+def encoder_levels(config: VisionConfig, channels: list[int], instructable: bool) -> nn.ModuleList:
+    """m_enc's levels: one per resolution, from the image's one channel to `channels[-1]`."""
+    return nn.ModuleList(Level(1 if i == 0 else channels[i - 1], channels[i], config, instructable)
+                         for i in range(config.levels))
+
+
+def encoder_pass(levels: nn.ModuleList, images: torch.Tensor, spacing_mm: tuple[float, float, float],
+                 stream_phi: torch.Tensor) -> tuple[list[torch.Tensor], list[tuple[float, float, float]]]:
+    """m_enc's levels on images (S, 1, X, Y, Z): the features and the spacing of every level."""
+    skips, spacings = [], []
+    x, spacing = images, tuple(float(s) for s in spacing_mm)
+    for number, level in enumerate(levels):
+        if number > 0:
+            thick = thick_axes(spacing)
+            kernel = tuple(1 if t else 2 for t in thick)
+            x = F.max_pool3d(x, kernel, kernel, ceil_mode=True)
+            spacing = tuple(s * k for s, k in zip(spacing, kernel))
+        x = level(x, stream_phi, thick_axes(spacing))
+        skips.append(x)
+        spacings.append(spacing)
+    return skips, spacings
+
+
+class Reader(nn.Module):
+    """An encoder of the agent's own: modality embeddings, m_enc's levels and the fully-connected layer
+    to epsilon_v. Kept apart from the encoder m_gen reads, the encodings the agent learnt to read stay
+    the same while the vision networks keep learning to segment (the vision stage)."""
+
+    def __init__(self, config: VisionConfig, channels: list[int], agent_hidden: int, instructable: bool = True):
+        super().__init__()
+        self.encoder = encoder_levels(config, channels, instructable)
+        self.modality = nn.Embedding(len(MODALITIES) + 1, config.phi_dim)
+        self.to_agent = nn.Linear(channels[-1], agent_hidden)
+
+    def forward(self, images: torch.Tensor, spacing_mm: tuple[float, float, float], modalities: list[str]
+                ) -> torch.Tensor:
+        """(S, agent_hidden) encodings of images (S, 1, X, Y, Z)."""
+        stream_phi = self.modality(modality_ids(self.modality, modalities))
+        skips, _ = encoder_pass(self.encoder, images, spacing_mm, stream_phi)
+        return self.to_agent(torch.amax(skips[-1], dim=(2, 3, 4)))
+
+
 @dataclass
 class Encoded:
     """m_enc's output for S scans of one subject: features per level (for m_gen), the spacing of each
@@ -131,6 +198,9 @@ class Encoded:
     skips: list[torch.Tensor]  # level -> (S, c, X, Y, Z)
     spacings: list[tuple[float, float, float]]
     embeddings: torch.Tensor  # (S, d)
+    # The dynamic head's input depends on these scans alone, not on the target: the first target of
+    # the scans computes it, every later one reuses it (a generator pass is most of a target's cost).
+    head_features: torch.Tensor | None = None
 
 
 class VisionNetworks(nn.Module):
@@ -139,45 +209,73 @@ class VisionNetworks(nn.Module):
         self.config = config
         channels = [config.first_channels] + [config.channels] * (config.levels - 1)
         self.channels = channels
-        self.encoder = nn.ModuleList(Level(1 if i == 0 else channels[i - 1], channels[i], config, instructable)
-                                     for i in range(config.levels))
+        self.encoder = encoder_levels(config, channels, instructable)
         self.generator = nn.ModuleList(Level(channels[i + 1] + channels[i], channels[i], config, instructable)
                                        for i in range(config.levels - 1))
-        self.head = nn.Conv3d(channels[0], 1, 1)
-        self.to_agent = nn.Linear(channels[-1], agent_hidden)  # interpretable encodings epsilon_v
+        if config.head not in HEADS:
+            raise ValueError(f"unknown vision head {config.head!r}; heads: {', '.join(HEADS)}")
+        # Single-task networks (not instructable) have no phi to generate weights from: a plain head.
+        self.dynamic = config.head == "dynamic" and instructable
+        # The dynamic head reads the top two levels of m_gen: the top level alone has too few channels
+        # (8 in the cpu preset) to tell a hundred targets apart with one dot product per voxel.
+        self.head = (DynamicHead(channels[0] + channels[1], config.head_channels, config.phi_dim) if self.dynamic
+                     else nn.Conv3d(channels[0], 1, 1))
+        # The interpretable encodings epsilon_v: from m_enc's deepest features, or from a reader of their own.
+        # The modules are made in this order because seeded baselines draw their initial weights in it:
+        # a modulated network without a reader starts from the same weights as before readers existed,
+        # so the evaluation's quoted numbers do not move with code that does not touch them.
+        self.to_agent = None if config.reader else nn.Linear(channels[-1], agent_hidden)
         self.modality = nn.Embedding(len(MODALITIES) + 1, config.phi_dim)  # the last row: unknown modality
-
-    def modality_ids(self, modalities: list[str]) -> torch.Tensor:
-        ids = [MODALITIES.index(m) if m in MODALITIES else len(MODALITIES) for m in modalities]
-        return torch.tensor(ids, device=self.head.weight.device)
+        self.reader = Reader(config, channels, agent_hidden, instructable) if config.reader else None
 
     def encode(self, images: torch.Tensor, spacing_mm: tuple[float, float, float], modalities: list[str],
                phi: torch.Tensor | None = None) -> Encoded:
         """m_enc: images (S, 1, X, Y, Z) of one subject on one grid -> Encoded. `phi` (phi_dim) steers
         every stream when the config lets the agent steer the encoder."""
-        stream_phi = self.modality(self.modality_ids(modalities))
+        stream_phi = self.modality(modality_ids(self.modality, modalities))
         if self.config.encoder_latent and phi is not None:
             stream_phi = stream_phi + phi
-        skips, spacings = [], []
-        x, spacing = images, tuple(float(s) for s in spacing_mm)
-        for number, level in enumerate(self.encoder):
-            if number > 0:
-                thick = thick_axes(spacing)
-                kernel = tuple(1 if t else 2 for t in thick)
-                x = F.max_pool3d(x, kernel, kernel, ceil_mode=True)
-                spacing = tuple(s * k for s, k in zip(spacing, kernel))
-            x = level(x, stream_phi, thick_axes(spacing))
-            skips.append(x)
-            spacings.append(spacing)
-        embeddings = self.to_agent(torch.amax(x, dim=(2, 3, 4)))
+        skips, spacings = encoder_pass(self.encoder, images, spacing_mm, stream_phi)
+        if self.reader is None:
+            embeddings = self.to_agent(torch.amax(skips[-1], dim=(2, 3, 4)))
+        else:
+            embeddings = self.reader(images, spacing_mm, modalities)
         return Encoded(skips, spacings, embeddings)
+
+    def encoding_path(self) -> list[nn.Module]:
+        """The modules between the scans and the encodings the agent reads."""
+        return [self.reader] if self.reader is not None else [self.encoder, self.modality, self.to_agent]
 
     def generate(self, encoded: Encoded, phi: torch.Tensor, modalities: list[str]) -> torch.Tensor:
         """m_gen: logits (X, Y, Z) of the target phi names, on the grid of the encoded scans."""
-        stream_phi = self.modality(self.modality_ids(modalities)) + phi
-        x = encoded.skips[-1]
+        if self.dynamic:
+            if encoded.head_features is None:
+                encoded.head_features = self.features(encoded, modalities)
+            return self.head(encoded.head_features, phi[None])[0]
+        x = self._generator(encoded, self.modality(modality_ids(self.modality, modalities)) + phi)
+        return self.head(x).mean(dim=0)[0]  # streams agree on one segmentation
+
+    def features(self, encoded: Encoded, modalities: list[str]) -> torch.Tensor:
+        """The dynamic head's input: m_gen's per-voxel features (c, X, Y, Z), steered by the scans'
+        modalities only and averaged over the streams; the same for every target."""
+        top, second = self._generator(encoded, self.modality(modality_ids(self.modality, modalities)), levels=2)
+        second = F.interpolate(second, size=top.shape[2:], mode="trilinear", align_corners=False)
+        return torch.cat([top, second], dim=1).mean(dim=0)
+
+    def segment_all(self, encoded: Encoded, phi: torch.Tensor, modalities: list[str]) -> torch.Tensor:
+        """Logits (K, X, Y, Z) of K targets, phi (K, phi_dim): one generator pass with the dynamic
+        head, one per target otherwise."""
+        if self.dynamic:
+            return self.head(self.features(encoded, modalities), phi)
+        return torch.stack([self.generate(encoded, p, modalities) for p in phi])
+
+    def _generator(self, encoded: Encoded, stream_phi: torch.Tensor, levels: int = 1):
+        """m_gen's output (streams, c, X, Y, Z) at the top level; with `levels` > 1, a list of the
+        outputs of that many levels, top first."""
+        x, outputs = encoded.skips[-1], []
         for number in range(self.config.levels - 2, -1, -1):
             skip = encoded.skips[number]
             x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
             x = self.generator[number]([x, skip], stream_phi, thick_axes(encoded.spacings[number]))
-        return self.head(x).mean(dim=0)[0]  # streams agree on one segmentation
+            outputs.insert(0, x)
+        return outputs[:levels] if levels > 1 else x

@@ -8,11 +8,10 @@ comes from the affine and "height" is always the superior-inferior extent in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from voxelprompt.volume import Volume
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 
 # World (RAS) axis of each anatomical direction, and the everyday name of the extent along it.
 AXES = {"left-right": 0, "anterior-posterior": 1, "superior-inferior": 2}
@@ -22,16 +21,6 @@ EXTENT_NAMES = {"width": "left-right", "depth": "anterior-posterior", "height": 
 class MeasureError(ValueError):
     """A measurement that cannot be taken; the message tells the agent why."""
 
-
-@dataclass(frozen=True)
-class Scan:
-    """An image of the subject, as the agent sees it: intensities in the scanner's units (HU for CT,
-    10^-3 mm^2/s for ADC) on the subject grid, with what it is and when it was taken."""
-
-    volume: Volume
-    modality: str
-    session: str = ""
-    date: str = ""  # ISO date
 
 
 def volume_mm3(mask: Volume) -> float:

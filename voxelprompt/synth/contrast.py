@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from voxelprompt.synth import labels as vocabulary
 from voxelprompt.synth.spatial import upsample
-from voxelprompt.volume import Grid, Volume
+from voxelprompt.core.volume import Grid, Volume
 
 CONTRASTS = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
 B_VALUE_S_PER_MM2 = 1000.0

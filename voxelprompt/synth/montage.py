@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from voxelprompt.io import atomic_output  # noqa: E402
+from voxelprompt.core.io import atomic_output  # noqa: E402
 from voxelprompt.synth.lesions import LESION_LABEL_BASE  # noqa: E402
 from voxelprompt.synth.subject import SyntheticSubject  # noqa: E402
 

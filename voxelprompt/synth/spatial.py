@@ -14,7 +14,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from voxelprompt.synth import labels as base_labels
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from voxelprompt.synth import anatomy, contrast, spatial
 from voxelprompt.synth.lesions import Lesion, add_lesions, lesion_means
-from voxelprompt.volume import Volume
+from voxelprompt.core.volume import Volume
 
 # Which component signal drives each intensity channel (S0 of a DWI shows T2 contrast).
 SIGNAL_OF_CHANNEL = {"S0": "T2w"}

@@ -9,7 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
-from voxelprompt.runtime.measures import Scan
+from voxelprompt.core.scan import Scan
 from voxelprompt.synth import contrast
 from voxelprompt.synth.lesions import lesion_classes
 from voxelprompt.synth.longitudinal import follow_up

@@ -1,0 +1,1 @@
+"""Imaging: preprocessing, registration and co-registration of a study's images. Never reaches the networks."""

@@ -1,0 +1,1 @@
+"""Training in stages: the loop, its data and validations, and its checkpoints."""
