@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from voxelprompt import __version__
+from voxelprompt.cli.evaluation import CPU_KERNELS
 
 
 def voxelprompt(*args: str) -> subprocess.CompletedProcess:
@@ -132,6 +135,27 @@ def test_image_jobs_and_help_never_import_the_model_or_plotting(tmp_path):
         "coregister", *_options("--reference", image_mask_record), *_options("--moving", image_mask_record),
         "--out-image", str(tmp_path / "coregistered.nii.gz"), "--out-transform", str(tmp_path / "xfm.txt"),
         "--out-record", str(tmp_path / "coregistration.json")) == []
+
+
+def _has_avx2() -> bool:
+    try:
+        return " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the evaluation's kernels are pinned on x86 CPUs with AVX2 only")
+def test_the_evaluation_runs_the_same_cpu_kernels_on_every_x86_cpu():
+    """On an AVX-512 CPU torch's own kernels would otherwise be its AVX-512 ones, and the numbers
+    quoted in docs/evaluation.md came out different in their third decimal."""
+    script = ("from voxelprompt.cli import main\n"
+              "try:\n    main(['evaluate-model', '--help'])\nexcept SystemExit:\n    pass\n"
+              "import torch\nprint(torch.backends.cpu.get_cpu_capability())")
+    environment = {k: v for k, v in os.environ.items() if k not in CPU_KERNELS}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=environment)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "AVX2"
 
 
 def _options(role: str, image_mask_record: tuple[str, str, str]) -> list[str]:
