@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from voxelprompt.model.agent import Agent
-from voxelprompt.model import episode as episodes
+from voxelprompt.train import episodes
 from voxelprompt.model.joint import VoxelPromptModel
-from voxelprompt.model.objective import Objective
+from voxelprompt.train.objective import Objective
 from voxelprompt.model.vision import VisionNetworks
 from voxelprompt.imaging.preprocess import crop_box, head_mask
 from voxelprompt.tasks.catalogue import catalogue

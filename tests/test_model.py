@@ -19,7 +19,8 @@ from torch import nn
 
 from voxelprompt.model import tokens
 from voxelprompt.model.config import PRESETS, ModelConfig
-from voxelprompt.model.episode import SketchVision, _run, build, prefix_pieces, sample_text, text_only
+from voxelprompt.model.transcript import prefix_pieces
+from voxelprompt.train.episodes import SketchVision, _run, build, sample_text, text_only
 from voxelprompt.model.joint import CheckpointError, VoxelPromptModel
 from voxelprompt.model.tokens import ids_of, mark_vision_calls, text_of, unmark
 from voxelprompt.model import vision as vision_module

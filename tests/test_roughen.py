@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from voxelprompt.model.episode import metadata_text, sample_text
+from voxelprompt.model.transcript import metadata_text
+from voxelprompt.train.episodes import sample_text
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.roughen import roughen, writing
 

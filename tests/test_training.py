@@ -1,4 +1,4 @@
-"""Training (voxelprompt/train/loop.py, voxelprompt/model/objective.py): executed episodes on a synthetic
+"""Training (voxelprompt/train/loop.py, voxelprompt/train/objective.py): executed episodes on a synthetic
 subject, the loss of Eq. 2 and where its gradients go, overfitting one batch, resumable optimiser
 state, and the `voxelprompt train` command alone, resumed, and under torchrun (DDP on gloo)."""
 
@@ -22,11 +22,11 @@ from safetensors.torch import load_file
 
 from voxelprompt.model.agent import Agent
 from voxelprompt.model import SHIPPED_MODEL, tokens
-from voxelprompt.model import episode as episodes
+from voxelprompt.train import episodes
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.joint import VoxelPromptModel
-from voxelprompt.model.objective import Objective, TargetObjective
-from voxelprompt.model.targets import chosen_targets, target_batch
+from voxelprompt.train.objective import Objective, TargetObjective
+from voxelprompt.train.targets import chosen_targets, target_batch
 from voxelprompt.synth import labels
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
@@ -295,7 +295,7 @@ def test_train_distributed(subject, tmp_path):
 
 def test_gamma_distortion_changes_mri_contrast_and_keeps_physical_units():
     """Exponential scaling (§4.3) reshapes MRI intensities monotonically; CT (HU) and ADC are kept."""
-    from voxelprompt.model.episode import Episode, VisionCall
+    from voxelprompt.train.episodes import Episode, VisionCall
     from voxelprompt.core.scan import Scan
     from voxelprompt.train.loop import gamma_distorted
     from voxelprompt.core.volume import Volume

@@ -23,7 +23,7 @@ import torch
 
 from voxelprompt.model import tokens
 from voxelprompt.model.decoding import CachedDecoder
-from voxelprompt.model.episode import feedback_pieces, prefix_pieces
+from voxelprompt.model.transcript import feedback_pieces, prefix_pieces
 from voxelprompt.model.inputs import on_working_grid, stacked, working_grid
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.vision import Encoded

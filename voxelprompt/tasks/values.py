@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -36,7 +36,9 @@ import yaml
 from voxelprompt.runtime.answers import SIGNAL_WORDS
 from voxelprompt.synth import labels
 from voxelprompt.synth.lesions import Lesion, lesion_classes
-from voxelprompt.tasks.subjects import TaskSubject
+
+if TYPE_CHECKING:  # annotations only: the agent reads the vocabulary without loading subject synthesis
+    from voxelprompt.tasks.subjects import TaskSubject
 
 LESION_KINDS = ("lesion", "single_lesion", "lesion_in_lobe", "lesion_in_territory")
 KINDS = ("anatomy", "ventricle", "lateral_structure", "region", *LESION_KINDS, "lesion_class", "tumour_part",

@@ -38,12 +38,12 @@ from voxelprompt.study import labelled as labelled_scans
 from voxelprompt.evaluation.baselines import specialised
 from voxelprompt.evaluation.scoring import dice
 from voxelprompt.core.io import atomic_output, write_text
-from voxelprompt.model import episode as episodes
+from voxelprompt.train import episodes
 from voxelprompt.model import SHIPPED_MODEL
 from voxelprompt.model.config import PRESETS, ModelConfig
 from voxelprompt.model.joint import VoxelPromptModel, device_for
-from voxelprompt.model.objective import Objective, TargetObjective
-from voxelprompt.model.targets import target_batch
+from voxelprompt.train.objective import Objective, TargetObjective
+from voxelprompt.train.targets import target_batch
 from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
 from voxelprompt.core.seeds import VALIDATION_SEED, refuse_reserved
 from voxelprompt.synth import labels

@@ -34,7 +34,7 @@ from torch import nn
 
 from voxelprompt.model.config import VisionConfig
 from voxelprompt.model.inputs import stacked
-from voxelprompt.model.objective import soft_dice
+from voxelprompt.model.vision import soft_dice
 from voxelprompt.model.vision import VisionNetworks
 from voxelprompt.core.scan import Scan
 from voxelprompt.core.seeds import Stream, generator

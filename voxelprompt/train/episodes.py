@@ -21,7 +21,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from voxelprompt.model import tokens
-from voxelprompt.runtime import Environment, Limits, read_text
+from voxelprompt.model.transcript import feedback_pieces, prefix_pieces
+from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
 from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.vision import Encoding
@@ -56,36 +57,6 @@ class Episode:
     def positions(self, tokenizer: Tokenizer, token: str) -> list[int]:
         wanted = tokenizer.token_to_id(token)
         return [i for i, t in enumerate(self.ids) if t == wanted]
-
-
-def metadata_text(scans: Sequence[Scan]) -> str:
-    """One line per scan: modality, session, date (the agent's view of the input volumes)."""
-    return "\n".join(f"{s.modality} {s.session or '-'} {s.date or '-'}" for s in scans)
-
-
-def feedback_pieces(values: Sequence[Any], error: str = "") -> list[tokens.Piece]:
-    """What a step read, as the agent sees it; each encoded scan is an <ENC> slot for its embedding.
-    The text of a step's reads is clipped to the sandbox's bound on feedback text, as `read` clips
-    each value, so no step can flood the agent's context."""
-    limit_chars = Limits().max_text_chars
-    pieces: list[tokens.Piece] = [tokens.Special(tokens.FEEDBACK)]
-    for number, value in enumerate(values):
-        if number:
-            pieces.append("\n")
-        if isinstance(value, Encoding):
-            pieces += [tokens.Special(tokens.ENC)] * len(value.scans) + [" " + value.describe()]
-        else:
-            pieces.append(read_text(value, limit_chars))
-        if sum(len(piece) for piece in pieces if isinstance(piece, str)) > limit_chars:
-            pieces.append(" ... (clipped)")
-            break
-    if error:
-        pieces.append(("\n" if values else "") + f"error: {error[:limit_chars]}")
-    return pieces + [tokens.Special(tokens.END_FEEDBACK)]
-
-
-def prefix_pieces(prompt: str, scans: Sequence[Scan]) -> list[tokens.Piece]:
-    return [tokens.Special(tokens.PROMPT), prompt, tokens.Special(tokens.SCANS), metadata_text(scans)]
 
 
 def build(tokenizer: Tokenizer, prompt: str, scans: Sequence[Scan], steps: Sequence[str],

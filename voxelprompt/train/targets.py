@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from tokenizers import Tokenizer
 
-from voxelprompt.model.episode import Episode, from_execution
+from voxelprompt.train.episodes import Episode, from_execution
 from voxelprompt.core.scan import Scan
 from voxelprompt.synth import labels
 from voxelprompt.tasks import values

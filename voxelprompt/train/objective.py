@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxelprompt.model import tokens
-from voxelprompt.model.episode import Episode
 from voxelprompt.model.inputs import stacked
 from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.model.vision import soft_dice
+from voxelprompt.train.episodes import Episode
 
 IGNORE = -100
 TEXT_GROUP = 8  # text-only episodes per forward pass
@@ -32,11 +33,6 @@ class Losses:
     dice: float | None  # mean soft Dice of the generated segmentations (None: no images in the batch)
     tokens: int
     correct: int  # code tokens predicted right (teacher forcing)
-
-
-def soft_dice(probabilities: torch.Tensor, truth: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    intersection = (probabilities * truth).sum()
-    return (2 * intersection + eps) / (probabilities.sum() + truth.sum() + eps)
 
 
 class Objective(nn.Module):
