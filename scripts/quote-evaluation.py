@@ -8,7 +8,7 @@ fresh run gives; the full setting's is reproduced by its command in docs/evaluat
 import argparse
 from pathlib import Path
 
-from voxelprompt.evaluation.report import EVALUATION_PAGE, QUOTE_MARKERS, with_quote
+from voxelprompt.evaluation.summary import EVALUATION_PAGE, QUOTE_MARKERS, with_quote
 from voxelprompt.core.io import write_text
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

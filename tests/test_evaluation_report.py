@@ -1,4 +1,5 @@
-"""The evaluation's statistics, tables, figures and summary (voxelprompt/evaluation/report.py): paired
+"""The evaluation's statistics, tables, figures and summary (voxelprompt/evaluation/: statistics.py, figures.py,
+summary.py, report.py): paired
 t-tests and exact McNemar tests against hand computations, summaries of the agent's runs, Parquet
 tables read back with their metadata, figures read back as images, and a folder that is written
 whole or not at all."""
@@ -16,12 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from voxelprompt.evaluation import report as evaluation_report
-from voxelprompt.evaluation.report import (AVERAGE_OVER_TASKS, MCNEMAR, PAIRED_T_OVER_TASKS, all_segmentation_tests,
-                                           characterisation_accuracy, characterisation_tests, figure_characterisation,
-                                           figure_segmentation, paraphrase_robustness, program_summary,
-                                           relative_error_summary, segmentation_comparisons, segmentation_tests,
-                                           summary_markdown, write_evaluation)
+from voxelprompt.evaluation import figures, statistics
+from voxelprompt.evaluation import summary as evaluation_summary
+from voxelprompt.evaluation.figures import figure_characterisation, figure_segmentation
+from voxelprompt.evaluation.report import write_evaluation
+from voxelprompt.evaluation.statistics import (AVERAGE_OVER_TASKS, MCNEMAR, PAIRED_T_OVER_TASKS, all_segmentation_tests,
+                                               characterisation_accuracy, characterisation_tests, paraphrase_robustness,
+                                               program_summary, relative_error_summary, segmentation_comparisons,
+                                               segmentation_tests)
+from voxelprompt.evaluation.summary import summary_markdown
 
 HELD_OUT, REAL = "held-out synthetic", "real scan (fsaverage T1w)"
 HIPPOCAMPUS, THALAMUS, INFARCTS = "left and right hippocampus", "left and right thalamus", "all infarcts"
@@ -344,7 +348,7 @@ def test_summary_of_empty_tables():
 def test_empty_and_malformed_tables():
     for empty in (pd.DataFrame(), None, segmentation_table().iloc[:0]):
         assert segmentation_tests(empty).empty and all_segmentation_tests(empty).empty
-        assert list(segmentation_tests(empty).columns) == list(evaluation_report.SEGMENTATION_TEST_COLUMNS)
+        assert list(segmentation_tests(empty).columns) == list(statistics.SEGMENTATION_TEST_COLUMNS)
     assert characterisation_tests(pd.DataFrame()).empty and characterisation_accuracy(pd.DataFrame()).empty
     assert program_summary(pd.DataFrame()).empty and relative_error_summary(None).empty
     assert paraphrase_robustness(examples_table().query("source == 'template'")).empty
@@ -399,7 +403,7 @@ def test_failure_midway_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
         raise RuntimeError("the figure could not be drawn")
 
     # parquet tables are written before the figures, so they exist in the hidden folder when this fails
-    monkeypatch.setattr(evaluation_report, "figure_characterisation", broken)
+    monkeypatch.setattr(figures, "figure_characterisation", broken)
     with pytest.raises(RuntimeError, match="could not be drawn"):
         write_evaluation(out, all_tables(), PROVENANCE, SETTINGS)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
@@ -412,7 +416,7 @@ def test_failure_midway_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
 
 
 def test_a_difference_that_rounds_to_zero_is_written_without_a_sign():
-    from voxelprompt.evaluation.report import _cell
+    from voxelprompt.evaluation.summary import _cell
 
     assert _cell(-0.0004) == "0.000" and _cell(-0.0006) == "-0.001" and _cell(0.1234) == "0.123"
 
@@ -420,22 +424,22 @@ def test_a_difference_that_rounds_to_zero_is_written_without_a_sign():
 # --- the evaluation page's quotes ------------------------------------------------------------------
 
 def test_each_setting_has_its_own_quote_in_the_page_and_replacing_one_leaves_the_other():
-    reduced, full = evaluation_report.QUOTE_MARKERS["reduced"], evaluation_report.QUOTE_MARKERS["full"]
+    reduced, full = evaluation_summary.QUOTE_MARKERS["reduced"], evaluation_summary.QUOTE_MARKERS["full"]
     readme = f"# Tool\n\n{reduced[0]}\nold reduced\n{reduced[1]}\n\ntext\n\n{full[0]}\nold full\n{full[1]}\n"
     summary = "# VoxelPrompt evaluation\n\n## Settings\n\n| setting | value |\n|---|---|\n| `steps` | 100 |\n"
 
-    updated = evaluation_report.with_quote(readme, summary, "full")
+    updated = evaluation_summary.with_quote(readme, summary, "full")
 
-    assert evaluation_report.quoted_in_page(updated, "reduced") == "old reduced\n"
-    assert evaluation_report.quoted_in_page(updated, "full") == evaluation_report.page_quote(summary)
+    assert evaluation_summary.quoted_in_page(updated, "reduced") == "old reduced\n"
+    assert evaluation_summary.quoted_in_page(updated, "full") == evaluation_summary.page_quote(summary)
     # The title goes; headings move under the page's "## ... setting" heading.
-    assert evaluation_report.page_quote(summary).splitlines()[0] == "### Settings"
+    assert evaluation_summary.page_quote(summary).splitlines()[0] == "### Settings"
     assert updated.startswith("# Tool\n") and "\ntext\n" in updated
 
 
 def test_a_page_without_the_markers_of_a_setting_is_refused_by_name():
-    reduced = evaluation_report.QUOTE_MARKERS["reduced"]
+    reduced = evaluation_summary.QUOTE_MARKERS["reduced"]
     readme = f"{reduced[0]}\nquote\n{reduced[1]}\n"
-    assert evaluation_report.quoted_in_page(readme, "full") == ""
+    assert evaluation_summary.quoted_in_page(readme, "full") == ""
     with pytest.raises(ValueError, match="evaluation summary, full setting: start"):
-        evaluation_report.with_quote(readme, "# title\n", "full")
+        evaluation_summary.with_quote(readme, "# title\n", "full")

@@ -31,7 +31,7 @@ import yaml
 from conftest import MNI_BRAIN, MNI_T1_2MM, brain_points_mm
 
 from voxelprompt.study import demo
-from voxelprompt.evaluation.report import EVALUATION_PAGE, page_quote, quoted_in_page
+from voxelprompt.evaluation.summary import EVALUATION_PAGE, page_quote, quoted_in_page
 from voxelprompt.core.packaged_data import package_file
 from voxelprompt.core.io import load_volume, save_volume
 from voxelprompt.model import SHIPPED_MODEL

@@ -1,5 +1,5 @@
 """The evaluation protocol of the paper (§5.2, §5.3), run end to end on held-out data: every
-comparison as a tidy table, for `evaluation_report` to test, plot and summarise.
+comparison as a tidy table, for `evaluation/statistics.py`, `figures.py` and `summary.py` to test, plot and summarise.
 
 1. Segmentation: Dice per held-out subject and target of four methods: VoxelPrompt (the agent asked
    "Segment the X"), the instructable network and the single-task networks trained here on the same

@@ -7,7 +7,7 @@ program run with ground truth standing in for the vision networks.
 gives the same outputs, metrics and responses, however it is written); whether the agent finished;
 the mean Dice of its masks; its chosen answer. One row per number the ground truth reports: the
 number the agent reported under the same name, its relative error, and the quantity it measures.
-`voxelprompt.evaluation.protocol` runs them with the rest of the paper's protocol; `evaluation_report` sums them up.
+`voxelprompt.evaluation.protocol` runs them with the rest of the paper's protocol; `evaluation/statistics.py` sums them up.
 
 Robustness to phrasing (`paraphrase_examples`): each hand-written paraphrase (voxelprompt.evaluation.paraphrases)
 is asked about a held-out subject that allows its values, and so is a template prompt of the same
