@@ -24,12 +24,12 @@ import time
 
 import numpy as np
 
-from voxelprompt.model.agent import Agent, vocabularies
 from voxelprompt.model import SHIPPED_MODEL, tokens
+from voxelprompt.model.agent import Agent, vocabularies
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
-from voxelprompt.runtime.steps import MARK, StepChecker, signature_of
+from voxelprompt.runtime.steps import StepChecker, signature_of
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import sample_example
 from voxelprompt.tasks.truth import GroundTruthVision

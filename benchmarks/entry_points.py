@@ -19,10 +19,10 @@ from pathlib import Path
 
 from preprocess_coregister import run_measured, summarise
 
-from voxelprompt.study.demo import random_rigid_ras
 from voxelprompt.core.io import load_volume, save_volume
 from voxelprompt.core.packaged_data import package_file
 from voxelprompt.core.volume import Volume
+from voxelprompt.study.demo import random_rigid_ras
 
 MNI_T1_2MM = ("nimare", "resources/templates/tpl-MNI152NLin6Asym_res-02_T1w.nii.gz")
 

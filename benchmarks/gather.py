@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from voxelprompt.model.agent import Result
-from voxelprompt.study.report import (MaskFile, PromptRun, failed_subject_tables, gather, provenance, subject_tables,
-                                write_part)
 from voxelprompt.runtime.library import Metric
+from voxelprompt.study.report import (MaskFile, PromptRun, failed_subject_tables, gather, provenance, subject_tables,
+                                      write_part)
 
 STEPS = ['e = encode(scans())\nread(e)',
          'm = segment(e, "left hippocampus")\noutput(m, "left hippocampus")\n'

@@ -25,15 +25,15 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from voxelprompt.model.agent import Agent
-from voxelprompt.train import episodes
-from voxelprompt.model.joint import VoxelPromptModel
-from voxelprompt.train.objective import Objective
-from voxelprompt.model.vision import VisionNetworks
 from voxelprompt.imaging.preprocess import crop_box, head_mask
+from voxelprompt.model.agent import Agent
+from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.model.vision import VisionNetworks
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import sample_example
+from voxelprompt.train import episodes
 from voxelprompt.train.loop import ImagedEpisodes
+from voxelprompt.train.objective import Objective
 
 
 def peak_mib() -> float:

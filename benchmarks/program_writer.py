@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from voxelprompt.model.agent import Agent
+from voxelprompt.evaluation.paraphrases import load_paraphrases
 from voxelprompt.evaluation.scoring import HELD_OUT, held_out_examples, paraphrase_example, score_examples
 from voxelprompt.model import SHIPPED_MODEL
+from voxelprompt.model.agent import Agent
 from voxelprompt.model.decoding import CachedDecoder
 from voxelprompt.model.joint import VoxelPromptModel
-from voxelprompt.evaluation.paraphrases import load_paraphrases
 
 PREFIX_TOKENS, DECODED_TOKENS, SPEED_REPEATS = 300, 200, 5
 

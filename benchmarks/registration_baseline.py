@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from voxelprompt.evaluation.baselines import registration
-from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, held_out_subjects, real_scan
 from voxelprompt.evaluation.protocol import REAL as REAL_SCAN
+from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, held_out_subjects, real_scan
 from voxelprompt.synth import anatomy
 
 

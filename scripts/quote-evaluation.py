@@ -8,8 +8,8 @@ fresh run gives; the full setting's is reproduced by its command in docs/evaluat
 import argparse
 from pathlib import Path
 
-from voxelprompt.evaluation.summary import EVALUATION_PAGE, QUOTE_MARKERS, with_quote
 from voxelprompt.core.io import write_text
+from voxelprompt.evaluation.summary import EVALUATION_PAGE, QUOTE_MARKERS, with_quote
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("summary", type=Path, nargs="?", default=Path("results/evaluation/summary.md"))

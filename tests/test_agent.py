@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from voxelprompt.model.agent import Agent, ModelVision, Result
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 from voxelprompt.model import tokens
+from voxelprompt.model.agent import Agent, ModelVision, Result
 from voxelprompt.model.config import PRESETS
 from voxelprompt.model.decoding import CachedDecoder
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.tokens import mark_vision_calls, text_of
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
-from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.steps import Status
 from voxelprompt.tasks.values import segment_targets
-from voxelprompt.core.volume import Volume
 
 TEST = PRESETS["test"]
 SHAPE = (16, 14, 12)

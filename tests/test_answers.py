@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from voxelprompt.core.morphology import shell_mm
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.answers import (CT_HYPER_HU, CT_HYPO_HU, HYPER_RATIO, HYPO_RATIO, diffusion, enhancement,
                                          largest_overlap, signal_intensity)
 from voxelprompt.runtime.library import Library
-from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.vision import Encoding
-from voxelprompt.core.volume import Volume
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])  # 2 mm voxels
 SHAPE = (20, 20, 20)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from voxelprompt.evaluation.baselines.registration import atlas_image, fit_atlas, register_atlas, registration_dice
 from voxelprompt.core.errors import InputError
+from voxelprompt.core.volume import Volume
+from voxelprompt.evaluation.baselines.registration import atlas_image, fit_atlas, register_atlas, registration_dice
 from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, dice, held_out_subjects
 from voxelprompt.imaging.register import mean_displacement_mm
 from voxelprompt.synth import anatomy, labels
-from voxelprompt.core.volume import Volume
 
 SPACING_MM = 3.0
 

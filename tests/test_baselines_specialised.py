@@ -10,8 +10,7 @@ import torch
 from voxelprompt.evaluation import data
 from voxelprompt.evaluation.baselines import specialised
 from voxelprompt.model.config import PRESETS
-from voxelprompt.model.vision import soft_dice
-from voxelprompt.model.vision import LatentMixing, StreamAttention
+from voxelprompt.model.vision import LatentMixing, StreamAttention, soft_dice
 from voxelprompt.tasks.catalogue import catalogue
 
 CONFIG = PRESETS["test"].vision

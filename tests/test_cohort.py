@@ -12,8 +12,8 @@ import pytest
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from voxelprompt.study import cohort, inputs
 from voxelprompt.core.errors import InputError
+from voxelprompt.study import cohort, inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES_SCHEMA = REPO / "workflow" / "schemas" / "samples.schema.yaml"

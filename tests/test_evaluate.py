@@ -9,18 +9,18 @@ import math
 import numpy as np
 import pytest
 
-from voxelprompt.model.agent import Result
-from voxelprompt.evaluation.scoring import (EXAMPLE_COLUMNS, METRIC_COLUMNS, QUANTITY_OF_TASK, bind_values, dice,
-                                  held_out_examples, paraphrase_example, paraphrase_examples, relative_error,
-                                  role_output, score_examples)
+from voxelprompt.core.seeds import EVALUATION_SEED, Stream, generator
+from voxelprompt.core.volume import Volume
 from voxelprompt.evaluation.paraphrases import Paraphrase, load_paraphrases
 from voxelprompt.evaluation.protocol import ProtocolSettings
+from voxelprompt.evaluation.scoring import (EXAMPLE_COLUMNS, METRIC_COLUMNS, QUANTITY_OF_TASK, bind_values, dice,
+                                            held_out_examples, paraphrase_example, paraphrase_examples, relative_error,
+                                            role_output, score_examples)
+from voxelprompt.model.agent import Result
 from voxelprompt.runtime.library import Metric
-from voxelprompt.core.seeds import EVALUATION_SEED, Stream, generator
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import execute, sample_example
-from voxelprompt.core.volume import Volume
 
 PROTOCOL_MM = ProtocolSettings().spacing_mm
 COARSE_MM = 4.0  # subjects at 4 mm build in a fraction of a second: enough to check the scoring

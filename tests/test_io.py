@@ -500,8 +500,8 @@ def test_a_lab_may_accept_images_of_unknown_orientation_with_a_warning(tmp_path)
     """The configuration switch: an image with qform and sform codes 0 is read, and the check's
     status carries a warning naming the file for every answer about the subject. A mirrored qform
     and sform stay refused: they contradict each other, which is not the same as saying nothing."""
-    from voxelprompt.study.image_check import check_images, failure_of, warnings_of
     from voxelprompt.core.io import unknown_orientation
+    from voxelprompt.study.image_check import check_images, failure_of, warnings_of
 
     header = nib.Nifti1Header()
     header.set_data_shape(SHAPE)

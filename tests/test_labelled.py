@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxelprompt.study import labelled
 from voxelprompt.core.errors import InputError
 from voxelprompt.core.io import save_volume
+from voxelprompt.core.volume import Volume
+from voxelprompt.study import labelled
 from voxelprompt.synth import labels
 from voxelprompt.synth.subject import synthesize_subject
 from voxelprompt.tasks.values import allowed
 from voxelprompt.train.loop import ImagedEpisodes
-from voxelprompt.core.volume import Volume
 
 # The lab's own numbering of the five structures it labelled.
 LAB_LABELS = {7: "left hippocampus", 8: "right hippocampus", 11: "left lateral ventricle",

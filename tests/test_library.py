@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library, Metric
-from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.vision import Encoding
-from voxelprompt.core.volume import Volume
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
 SHAPE = (20, 20, 10)

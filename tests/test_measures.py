@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxelprompt.runtime import measures
 from voxelprompt.core.scan import Scan
-from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.core.volume import Volume
+from voxelprompt.runtime import measures
+from voxelprompt.runtime.measures import MeasureError
 
 
 def box_mask(spacing_mm=(1.0, 2.0, 3.0), axcodes="RAS") -> Volume:

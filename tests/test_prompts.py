@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from voxelprompt.study import cohort, inputs
 from voxelprompt.core.errors import InputError
+from voxelprompt.study import cohort, inputs
 from voxelprompt.study.prompts import StudyPrompt, load_prompts, parse_inputs, parse_subjects, sessions_in_order
 
 REPO = Path(__file__).resolve().parents[1]

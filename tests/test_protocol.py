@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from voxelprompt.evaluation import data, protocol
-from voxelprompt.model.agent import Result
 from voxelprompt.evaluation.baselines import specialised
-from voxelprompt.evaluation.report import write_evaluation
-from voxelprompt.model.config import PRESETS
 from voxelprompt.evaluation.paraphrases import load_paraphrases
+from voxelprompt.evaluation.report import write_evaluation
+from voxelprompt.model.agent import Result
+from voxelprompt.model.config import PRESETS
 from voxelprompt.tasks.truth import target_mask
 
 # About four minutes in a fresh process, most of it training the baselines and registering the atlas to

@@ -14,14 +14,14 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-from voxelprompt.study import qc
-from voxelprompt.model.agent import Result
 from voxelprompt.core.errors import InputError
 from voxelprompt.core.io import save_volume
+from voxelprompt.core.volume import Volume
+from voxelprompt.model.agent import Result
+from voxelprompt.runtime.library import Metric
+from voxelprompt.study import qc
 from voxelprompt.study.qc import write_qc_report
 from voxelprompt.study.report import MaskFile, PromptRun, failed_subject_tables, gather, subject_tables, write_part
-from voxelprompt.runtime.library import Metric
-from voxelprompt.core.volume import Volume
 
 MODEL = "cpu-500"
 SCRIPT_PROMPT = '<script>alert("x")</script> how large is the lesion?'

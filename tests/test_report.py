@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import voxelprompt
-from voxelprompt.study import report
-from voxelprompt.model.agent import Agent, Result
 from voxelprompt.core.errors import InputError
-from voxelprompt.study.report import (MASKS, METRICS, RESPONSES, MaskFile, PromptRun, failed_subject_tables, gather,
-                                provenance, read_provenance, subject_tables, write_part)
-from voxelprompt.runtime.library import Metric
 from voxelprompt.core.scan import Scan
 from voxelprompt.core.volume import Volume
+from voxelprompt.model.agent import Agent, Result
+from voxelprompt.runtime.library import Metric
+from voxelprompt.study import report
+from voxelprompt.study.report import (MASKS, METRICS, RESPONSES, MaskFile, PromptRun, failed_subject_tables, gather,
+                                      provenance, read_provenance, subject_tables, write_part)
 
 STEPS = ['a = 2\nreport("volume of the lesion", 144.0, "mm3")',
          'respond("no change")',

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from voxelprompt.model.transcript import metadata_text
-from voxelprompt.train.episodes import sample_text
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.roughen import roughen, writing
+from voxelprompt.train.episodes import sample_text
 
 SIDES = {"left": {"left", "l", "lt", "lt."}, "right": {"right", "r", "rt", "rt."}}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from voxelprompt.cli import main
-from voxelprompt.evaluation.scoring import iter_held_out_examples, paraphrase_example
-from voxelprompt.evaluation.paraphrases import load_paraphrases
 from voxelprompt.core.seeds import ARITY, EVALUATION_SEED, RESERVED, Stream, generator, refuse_reserved
+from voxelprompt.evaluation.paraphrases import load_paraphrases
+from voxelprompt.evaluation.scoring import iter_held_out_examples, paraphrase_example
 from voxelprompt.tasks.catalogue import catalogue
 
 

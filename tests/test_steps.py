@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 from voxelprompt.model.tokens import MOD, PHI, mark_vision_calls
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
-from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.steps import MARK, Status, StepChecker, kinds_of, signature_of
 from voxelprompt.runtime.vision import Encoding
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
-from voxelprompt.core.volume import Volume
 
 VOCABULARIES = {("segment", 1): values.segment_targets(), ("select", 0): frozenset(values.domain("contrast")),
                 ("select", 1): frozenset({"01", "02"}), ("select", 2): frozenset({"2024-03-02"}),

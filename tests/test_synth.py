@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from voxelprompt.core.volume import Volume
 from voxelprompt.synth import anatomy, contrast, labels, spatial
 from voxelprompt.synth.contrast import Acquisition
-from voxelprompt.core.volume import Volume
 
 SUBJECT_SEED = 1
 TISSUES = {label.id: label.tissue for label in labels.base_labels()}

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from voxelprompt.study import cohort
 from voxelprompt.core.io import load_volume
+from voxelprompt.study import cohort
 from voxelprompt.synth import labels
 from voxelprompt.synth.cohort import CohortSettings, write_cohort
 from voxelprompt.synth.contrast import Acquisition, labels_on

@@ -29,11 +29,11 @@ def _run_agent(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from voxelprompt.model.agent import Agent
-    from voxelprompt.study.cohort import modality_from_filename, normalise_modality
     from voxelprompt.core.io import load_volume, save_volume
-    from voxelprompt.model.joint import VoxelPromptModel, device_for
     from voxelprompt.imaging.prepare import prepare
+    from voxelprompt.model.agent import Agent
+    from voxelprompt.model.joint import VoxelPromptModel, device_for
+    from voxelprompt.study.cohort import modality_from_filename, normalise_modality
 
     modalities = [m.strip() for m in args.modalities.split(",")] if args.modalities else [
         modality_from_filename(path) for path in args.images]

@@ -43,12 +43,12 @@ def _evaluate_model(args: argparse.Namespace) -> None:
     import sys
     import time
 
-    from voxelprompt.evaluation import protocol
-    from voxelprompt.study import report
     from voxelprompt.core.errors import InputError
+    from voxelprompt.evaluation import protocol
+    from voxelprompt.evaluation.protocol import ProtocolSettings
     from voxelprompt.evaluation.report import write_evaluation
     from voxelprompt.model.joint import VoxelPromptModel
-    from voxelprompt.evaluation.protocol import ProtocolSettings
+    from voxelprompt.study import report
     from voxelprompt.synth import anatomy
 
     model = VoxelPromptModel.from_pretrained(args.model)

@@ -28,9 +28,9 @@ def _preprocess_arguments(parser: argparse.ArgumentParser) -> None:
 def _preprocess(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from voxelprompt.study import derivatives
     from voxelprompt.core.io import load_volume, save_volume, write_json
     from voxelprompt.imaging.preprocess import preprocess
+    from voxelprompt.study import derivatives
 
     started = time.perf_counter()
     mask_metadata = args.out_mask_sidecar and derivatives.mask_metadata(
@@ -67,11 +67,11 @@ def _coregister_arguments(parser: argparse.ArgumentParser) -> None:
 def _coregister(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from voxelprompt.study import derivatives
-    from voxelprompt.imaging.coregister import coregister
     from voxelprompt.core.io import load_volume, read_json, save_volume, write_json
+    from voxelprompt.imaging.coregister import coregister
     from voxelprompt.imaging.preprocess import Preprocessed, PreprocessRecord
     from voxelprompt.imaging.register import write_transform
+    from voxelprompt.study import derivatives
 
     def load_preprocessed(image: Path, mask: Path, record: Path) -> Preprocessed:
         return Preprocessed(load_volume(image), load_volume(mask), PreprocessRecord.from_dict(read_json(record)))

@@ -26,8 +26,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from voxelprompt.core.errors import InputError
-    from voxelprompt.model.config import PRESETS
     from voxelprompt.core.seeds import refuse_reserved
+    from voxelprompt.model.config import PRESETS
     from voxelprompt.train.loop import Settings, train
 
     settings = Settings(**{k: (str(v) if k == "out" else v) for k, v in vars(args).items()

@@ -37,8 +37,8 @@ def _samples_arguments(parser: argparse.ArgumentParser) -> None:
 def _samples(args: argparse.Namespace) -> None:
     import sys
 
-    from voxelprompt.study import cohort
     from voxelprompt.core.io import atomic_output
+    from voxelprompt.study import cohort
     from voxelprompt.study.inputs import read_samples_table
 
     if args.bids:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from voxelprompt.core.volume import Volume
 
+
 @dataclass(frozen=True)
 class Scan:
     """An image of the subject, as the agent sees it: intensities in the scanner's units (HU for CT,

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from voxelprompt.core.seeds import BASELINE_TRAINING_SEED, EVALUATION_SEED, Stream, generator
 from voxelprompt.evaluation.baselines.specialised import LESION_TARGETS, holds
 from voxelprompt.evaluation.scoring import real_scan
-from voxelprompt.study.labelled import subject_of
 from voxelprompt.model.inputs import on_working_grid
-from voxelprompt.core.seeds import BASELINE_TRAINING_SEED, EVALUATION_SEED, Stream, generator
+from voxelprompt.study.labelled import subject_of
 from voxelprompt.tasks.sampling import Example, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
 

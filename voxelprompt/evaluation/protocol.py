@@ -24,15 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from voxelprompt.core.seeds import BASELINE_TRAINING_SEED, EVALUATION_SEED
 from voxelprompt.evaluation import data
-from voxelprompt.model.agent import Agent
 from voxelprompt.evaluation.baselines import specialised
 from voxelprompt.evaluation.baselines.registration import registration_dice
-from voxelprompt.evaluation.scoring import (CHARACTERISATION, HELD_OUT, PARAPHRASE, TEMPLATE, dice, iter_held_out_examples,
-                                  paraphrase_example, role_output, score_examples)
-from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.evaluation.paraphrases import Paraphrase, load_paraphrases
-from voxelprompt.core.seeds import BASELINE_TRAINING_SEED, EVALUATION_SEED
+from voxelprompt.evaluation.scoring import (CHARACTERISATION, HELD_OUT, PARAPHRASE, TEMPLATE, dice,
+                                            iter_held_out_examples, paraphrase_example, role_output, score_examples)
+from voxelprompt.model.agent import Agent
+from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.subjects import TaskSubject
 from voxelprompt.tasks.truth import target_mask

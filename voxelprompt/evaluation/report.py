@@ -18,8 +18,7 @@ import pyarrow.parquet as pq
 from voxelprompt.core.io import atomic_output, write_text
 from voxelprompt.evaluation import figures
 from voxelprompt.evaluation.statistics import (CHARACTERISATION_TESTS, INPUT_COLUMNS, SEGMENTATION_TESTS,
-                                               all_characterisation_tests, all_segmentation_tests,
-                                               checked_table)
+                                               all_characterisation_tests, all_segmentation_tests, checked_table)
 from voxelprompt.evaluation.summary import summary_markdown
 from voxelprompt.study.report import METADATA_KEY
 

@@ -30,15 +30,16 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from voxelprompt.model.agent import Agent, Result
 from voxelprompt.core.io import load_volume
-from voxelprompt.study.labelled import subject_of
-from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.core.packaged_data import package_file
-from voxelprompt.evaluation.paraphrases import Paraphrase
-from voxelprompt.runtime.answers import SIGNAL_WORDS
 from voxelprompt.core.scan import Scan
 from voxelprompt.core.seeds import EVALUATION_SEED, Stream, generator
+from voxelprompt.core.volume import Volume
+from voxelprompt.evaluation.paraphrases import Paraphrase
+from voxelprompt.model.agent import Agent, Result
+from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.runtime.answers import SIGNAL_WORDS
+from voxelprompt.study.labelled import subject_of
 from voxelprompt.synth import anatomy
 from voxelprompt.synth.lesions import lesion_classes
 from voxelprompt.tasks import values
@@ -47,7 +48,6 @@ from voxelprompt.tasks.grammar import grammar
 from voxelprompt.tasks.sampling import Example, Execution, execute, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
 from voxelprompt.tasks.truth import GroundTruthVision
-from voxelprompt.core.volume import Volume
 
 # Subjects drawn for a paraphrase before giving up. Some values are rare: "the largest white matter
 # hyperintensity" needs several of them, and on a coarse grid small lesions vanish (at 4 mm about one

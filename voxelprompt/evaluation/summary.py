@@ -13,8 +13,8 @@ from voxelprompt.evaluation.statistics import (ALL_FAMILIES, AVERAGE_OVER_TASKS,
                                                MAJORITY, METHOD_ORDER, SEGMENTATION_TESTS, SIGNIFICANCE_LEVEL,
                                                SINGLE_TASK_NETWORK, SOURCES, VOXELPROMPT, all_characterisation_tests,
                                                all_segmentation_tests, characterisation_accuracy, checked_table,
-                                               ordered, paraphrase_robustness, program_summary,
-                                               relative_error_summary, target_order)
+                                               ordered, paraphrase_robustness, program_summary, relative_error_summary,
+                                               target_order)
 from voxelprompt.model.vision import THICK_RATIO  # what the networks treat as thick slices
 
 DECIMALS = 3

@@ -16,9 +16,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from voxelprompt import __version__
+from voxelprompt.core.volume import Volume
 from voxelprompt.imaging.preprocess import Preprocessed, initial_alignment
 from voxelprompt.imaging.register import RegistrationSettings, register, resample, transform_to_ras_matrix
-from voxelprompt.core.volume import Volume
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Grid, Volume
 from voxelprompt.imaging.coregister import coregister
 from voxelprompt.imaging.preprocess import PreprocessRecord, preprocess
 from voxelprompt.imaging.register import to_image_grid
-from voxelprompt.core.scan import Scan
-from voxelprompt.core.volume import Grid, Volume
 
 
 @dataclass

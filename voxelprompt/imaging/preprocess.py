@@ -22,8 +22,8 @@ from scipy import ndimage
 
 from voxelprompt import __version__
 from voxelprompt.core.io import load_volume
-from voxelprompt.imaging.register import RegistrationSettings, register, resample
 from voxelprompt.core.volume import Grid, Volume
+from voxelprompt.imaging.register import RegistrationSettings, register, resample
 
 MODALITIES = ("T1w", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
 

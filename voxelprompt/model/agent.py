@@ -21,19 +21,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Grid, Volume
 from voxelprompt.model import tokens
 from voxelprompt.model.decoding import CachedDecoder
-from voxelprompt.model.transcript import feedback_pieces, prefix_pieces
 from voxelprompt.model.inputs import on_working_grid, stacked, working_grid
 from voxelprompt.model.joint import VoxelPromptModel
+from voxelprompt.model.transcript import feedback_pieces, prefix_pieces
 from voxelprompt.model.vision import Encoded
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library, Metric
-from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.steps import MARK, Status, StepChecker
 from voxelprompt.runtime.vision import Encoding, Vision
-from voxelprompt.core.volume import Grid, Volume
 
 MAX_STEPS = 8
 MAX_STEP_TOKENS = 512

@@ -14,8 +14,8 @@ import numpy as np
 from scipy import ndimage
 
 from voxelprompt.core.scan import Scan
-from voxelprompt.runtime.measures import MeasureError, require_mask, require_scans, values_in
 from voxelprompt.core.volume import Volume
+from voxelprompt.runtime.measures import MeasureError, require_mask, require_scans, values_in
 
 HYPER_RATIO, HYPO_RATIO = 1.17, 0.83  # geometric midpoints between the iso and hyper/hypo ranges
 CT_HYPER_HU, CT_HYPO_HU = 4.0, -4.0

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from voxelprompt.core.morphology import shell_mm
-from voxelprompt.runtime import answers, measures
 from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
+from voxelprompt.runtime import answers, measures
 from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.sandbox import Limits, read_text
 from voxelprompt.runtime.vision import Encoding, Vision, check_scans_to_encode
-from voxelprompt.core.volume import Volume
 
 MEASURES = ("volume_mm3", "extent_mm", "width_mm", "depth_mm", "height_mm", "mean_intensity", "signal_to_noise",
             "mean_hu", "mean_adc", "difference", "ratio", "percent_change", "asymmetry_index_percent",

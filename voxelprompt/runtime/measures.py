@@ -22,7 +22,6 @@ class MeasureError(ValueError):
     """A measurement that cannot be taken; the message tells the agent why."""
 
 
-
 def volume_mm3(mask: Volume) -> float:
     """Volume of a mask in mm^3."""
     require_mask(mask)

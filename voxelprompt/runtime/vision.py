@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from voxelprompt.core.scan import Scan
-from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.core.volume import Volume
+from voxelprompt.runtime.measures import MeasureError
 
 
 @dataclass(frozen=True)

@@ -20,19 +20,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
+from voxelprompt.core.errors import InputError
+from voxelprompt.core.io import load_volume, read_json, save_volume, write_json
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Grid, Volume
+from voxelprompt.imaging.prepare import scanner_units
+from voxelprompt.imaging.preprocess import PreprocessRecord
+from voxelprompt.imaging.register import read_transform, to_image_grid
 from voxelprompt.study import report
 from voxelprompt.study.cohort import Cohort
 from voxelprompt.study.derivatives import mask_metadata, raw_uri
-from voxelprompt.core.errors import InputError
 from voxelprompt.study.image_check import failure_of, warnings_of
-from voxelprompt.core.io import load_volume, read_json, save_volume, write_json
 from voxelprompt.study.paths import DerivativePaths, sidecar
-from voxelprompt.imaging.prepare import scanner_units
-from voxelprompt.imaging.preprocess import PreprocessRecord
 from voxelprompt.study.prompts import StudyPrompt
-from voxelprompt.imaging.register import read_transform, to_image_grid
-from voxelprompt.core.scan import Scan
-from voxelprompt.core.volume import Grid, Volume
 
 if TYPE_CHECKING:
     from voxelprompt.model.agent import Agent

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from voxelprompt.study import cohort, demo
 from voxelprompt.core.errors import InputError
+from voxelprompt.study import cohort, demo
 
 INPUT_KINDS = ("demo", "bids", "samples")
 

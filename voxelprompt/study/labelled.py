@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from voxelprompt.study.cohort import modality_from_filename, normalise_modality
 from voxelprompt.core.errors import InputError
 from voxelprompt.core.io import load_volume
+from voxelprompt.core.volume import Volume
+from voxelprompt.study.cohort import modality_from_filename, normalise_modality
 from voxelprompt.synth import labels
 from voxelprompt.synth.subject import SyntheticSubject
 from voxelprompt.tasks.subjects import Session, TaskSubject
-from voxelprompt.core.volume import Volume
 
 COLUMNS = ("subject", "images", "label_map", "label_table")
 SESSION_DATE = "2024-01-01"  # the scans' date is not needed for the single-session tasks they serve

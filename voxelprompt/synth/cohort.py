@@ -22,10 +22,10 @@ import pandas as pd
 
 from voxelprompt import __version__
 from voxelprompt.core.io import atomic_output, save_volume, write_json, write_text
+from voxelprompt.core.volume import Volume
 from voxelprompt.synth import labels
 from voxelprompt.synth.longitudinal import follow_up
 from voxelprompt.synth.subject import SyntheticSubject, synthesize_subject
-from voxelprompt.core.volume import Volume
 
 _RAW_PLACE = {  # contrast -> (datatype folder, entities before the suffix, BIDS suffix)
     "T1w": ("anat", "", "T1w"),

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from voxelprompt.core.volume import Grid, Volume
 from voxelprompt.synth import labels as vocabulary
 from voxelprompt.synth.spatial import upsample
-from voxelprompt.core.volume import Grid, Volume
 
 CONTRASTS = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
 B_VALUE_S_PER_MM2 = 1000.0

@@ -20,9 +20,9 @@ import numpy as np
 from scipy import ndimage
 
 from voxelprompt.core.morphology import grown_mm
+from voxelprompt.core.volume import Volume
 from voxelprompt.synth import labels
 from voxelprompt.synth.spatial import upsample
-from voxelprompt.core.volume import Volume
 
 LESION_LABEL_BASE = 10000
 SHELL_MM = 6.0  # "surrounding tissue": this far around a lesion

@@ -12,10 +12,10 @@ from dataclasses import replace
 import numpy as np
 
 from voxelprompt.core.morphology import grown_mm
+from voxelprompt.core.volume import Volume
 from voxelprompt.synth import contrast, labels
 from voxelprompt.synth.lesions import LESION_LABEL_BASE, describe, measure, parenchyma_ids
 from voxelprompt.synth.subject import SyntheticSubject
-from voxelprompt.core.volume import Volume
 
 # Per session and per mm of voxel size (so that changes stay visible on coarse training grids):
 MAX_LESION_CHANGE_MM = 3.0  # growth (positive) or shrinkage (negative) of each lesion

@@ -13,8 +13,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from voxelprompt.synth import labels as base_labels
 from voxelprompt.core.volume import Volume
+from voxelprompt.synth import labels as base_labels
 
 
 @dataclass(frozen=True)

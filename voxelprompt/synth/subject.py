@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voxelprompt.core.volume import Volume
 from voxelprompt.synth import anatomy, contrast, spatial
 from voxelprompt.synth.lesions import Lesion, add_lesions, lesion_means
-from voxelprompt.core.volume import Volume
 
 # Which component signal drives each intensity channel (S0 of a DWI shows T2 contrast).
 SIGNAL_OF_CHANNEL = {"S0": "T2w"}

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.vision import Encoding
 from voxelprompt.synth import labels
 from voxelprompt.synth.lesions import Lesion
 from voxelprompt.tasks.subjects import Session, TaskSubject
 from voxelprompt.tasks.values import ALL_LESIONS, vocabulary
-from voxelprompt.core.volume import Volume
 
 PLACE_KINDS = ("lobe", "territory")
 TUMOUR_PARTS = {"the enhancing part of the tumour": ("rim",), "the necrotic core of the tumour": ("necrosis",),

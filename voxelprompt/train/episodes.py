@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from voxelprompt.core.scan import Scan
+from voxelprompt.core.volume import Volume
 from voxelprompt.model import tokens
 from voxelprompt.model.transcript import feedback_pieces, prefix_pieces
 from voxelprompt.runtime import Environment
 from voxelprompt.runtime.library import Library
-from voxelprompt.core.scan import Scan
 from voxelprompt.runtime.vision import Encoding
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import Task
@@ -32,7 +33,6 @@ from voxelprompt.tasks.grammar import grammar
 from voxelprompt.tasks.roughen import roughen
 from voxelprompt.tasks.subjects import Requirements, choose_contrasts, session_dates
 from voxelprompt.tasks.truth import GroundTruthVision
-from voxelprompt.core.volume import Volume
 
 SKETCH_SHAPE = (6, 6, 6)
 

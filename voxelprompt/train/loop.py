@@ -2,13 +2,18 @@
 teacher forcing, and minimise cross-entropy of the code plus lambda times the soft Dice loss of the
 segmentations the vision networks generate along the way.
 
-Each step takes a batch of text-only episodes (the code of any task, cheap) and, every
-`imaged_every` steps, one episode drawn in a background process, cropped around the head: on a
-synthetic subject (half of them on the mirror image of the anatomy), or, with a manifest of the lab's
-own labelled scans (`voxelprompt.study.labelled`), on one of those scans a fraction of the time.
-Adam; the learning rate halves when the validation loss stops improving, and training stops early when it has halved enough. Everything
-needed to resume is saved as safetensors and JSON in `<out>/latest/`; the best model by validation
-is kept in `<out>/best/`; every step is a row of `<out>/log.csv`.
+Training runs in stages (`Settings.stage`): `agent` trains the program writer alone on text-only
+episodes; `vision` trains the vision networks alone, the writer frozen, on target batches
+(`train/targets.py`); `joint` trains both together. In the joint stage each step takes a batch of
+text-only episodes (the code of any task, cheap) and, every `imaged_every` steps, one episode drawn
+in a background process, cropped around the head: on a synthetic subject (half of them on the
+mirror image of the anatomy), or, with a manifest of the lab's own labelled scans
+(`voxelprompt.study.labelled`), on one of those scans a fraction of the time.
+
+Adam; the learning rate halves when the validation loss stops improving, and training stops early
+when it has halved enough. Everything needed to resume is saved as safetensors and JSON in
+`<out>/latest/`; the best model by validation is kept in `<out>/best/`; every step is a row of
+`<out>/log.csv`.
 
 Several processes (`torchrun --nproc_per_node N -m voxelprompt train ...`) train one model with
 DistributedDataParallel: gloo on CPU, NCCL on GPUs; each process draws its own examples.
@@ -34,23 +39,23 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, IterableDataset
 
-from voxelprompt.study import labelled as labelled_scans
+from voxelprompt.core.io import atomic_output, write_text
+from voxelprompt.core.seeds import VALIDATION_SEED, refuse_reserved
 from voxelprompt.evaluation.baselines import specialised
 from voxelprompt.evaluation.scoring import dice
-from voxelprompt.core.io import atomic_output, write_text
-from voxelprompt.train import episodes
 from voxelprompt.model import SHIPPED_MODEL
 from voxelprompt.model.config import PRESETS, ModelConfig
 from voxelprompt.model.joint import VoxelPromptModel, device_for
-from voxelprompt.train.objective import Objective, TargetObjective
-from voxelprompt.train.targets import target_batch
 from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
-from voxelprompt.core.seeds import VALIDATION_SEED, refuse_reserved
+from voxelprompt.study import labelled as labelled_scans
 from voxelprompt.synth import labels
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import example_for, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
 from voxelprompt.tasks.values import NoValue
+from voxelprompt.train import episodes
+from voxelprompt.train.objective import Objective, TargetObjective
+from voxelprompt.train.targets import target_batch
 
 LOG_COLUMNS = ("step", "seconds", "learning_rate", "loss", "code_loss", "token_accuracy", "dice", "validation_loss",
                "validation_token_accuracy", "validation_dice", "validation_exact", "validation_equivalent",
@@ -248,6 +253,12 @@ class TargetBatches(IterableDataset):
                 yield replace(batch, scans=gamma_distorted_scans(batch.scans, rng))
 
 
+def drawn_in_a_worker(dataset: IterableDataset):
+    """The dataset's items, drawn ahead in one background process while the step trains."""
+    return iter(DataLoader(dataset, batch_size=None, num_workers=1, collate_fn=lambda x: x,
+                           persistent_workers=True, prefetch_factor=4))
+
+
 def random_box(head: np.ndarray, crop: tuple[int, int, int], rng: np.random.Generator
                ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """At most `crop` voxels, anywhere within the bounding box of the `head` mask."""
@@ -361,14 +372,12 @@ def train(settings: Settings) -> Path:
         dataset = TargetBatches(tokenizer.to_str(), [settings.seed, rank, state.step, 2], settings.spacing_mm,
                                 settings.crop_voxels, settings.episodes_per_subject, settings.targets_per_step,
                                 settings.max_contrasts, settings.rough_prompts)
-        batches = iter(DataLoader(dataset, batch_size=None, num_workers=1, collate_fn=lambda x: x,
-                                  persistent_workers=True, prefetch_factor=4))
+        batches = drawn_in_a_worker(dataset)
     if settings.imaged_every:
         dataset = ImagedEpisodes(tokenizer.to_str(), [settings.seed, rank, state.step, 1], settings.spacing_mm,
                                  settings.crop_voxels, settings.episodes_per_subject, settings.max_contrasts,
                                  settings.labelled, settings.labelled_fraction)
-        imaged = iter(DataLoader(dataset, batch_size=None, num_workers=1, collate_fn=lambda x: x,
-                                 persistent_workers=True, prefetch_factor=4))
+        imaged = drawn_in_a_worker(dataset)
     validation = _validation_set(tokenizer, settings, tasks) if rank == 0 else None
     log = out / "log.csv"
     if rank == 0:
@@ -470,8 +479,8 @@ def _vision_validation_subjects(settings: Settings) -> list[tuple[str, object, l
 def _validate_programs(model: VoxelPromptModel, examples: list) -> dict:
     """The writer scored as evaluate-model scores it, on held-out prompts decoded greedily (and
     constrained) through the inference loop, ground truth standing in for the vision networks."""
-    from voxelprompt.model.agent import Agent
     from voxelprompt.evaluation.scoring import score_examples
+    from voxelprompt.model.agent import Agent
 
     model.eval()
     table, _ = score_examples(None, list(enumerate(examples)), "validation", Agent(model), truth_vision=True)

@@ -35,6 +35,17 @@ class Losses:
     correct: int  # code tokens predicted right (teacher forcing)
 
 
+def padded(episodes: list[Episode], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The episodes' token ids as one batch (B, T), padded at the end with `pad`, and its attention mask."""
+    length = max(len(e.ids) for e in episodes)
+    ids = torch.full((len(episodes), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(episodes), length), dtype=torch.long)
+    for row, episode in enumerate(episodes):
+        ids[row, : len(episode.ids)] = torch.tensor(episode.ids)
+        mask[row, : len(episode.ids)] = 1
+    return ids, mask
+
+
 class Objective(nn.Module):
     """Wraps the model so that one `forward` computes the whole loss (what DistributedDataParallel needs)."""
 
@@ -80,13 +91,8 @@ class Objective(nn.Module):
 
     def _text(self, episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
-        length = max(len(e.ids) for e in episodes)
-        pad = model.special[tokens.PAD]
-        ids = torch.full((len(episodes), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(episodes), length), dtype=torch.long)
-        for row, episode in enumerate(episodes):
-            ids[row, : len(episode.ids)] = torch.tensor(episode.ids)
-            mask[row, : len(episode.ids)] = 1
+        ids, mask = padded(episodes, model.special[tokens.PAD])
+        length = ids.shape[1]
         labels = torch.stack([self._labels(e, length) for e in episodes])
         device = model.device
         hidden, _ = model.hidden(model.embed(ids.to(device)), attention_mask=mask.to(device))
@@ -180,13 +186,9 @@ class TargetObjective(nn.Module):
         """The hidden state at each episode's last `<MOD>` (its segment call), encodings spliced in."""
         model = self.model
         device = model.device
-        length = max(len(e.ids) for e in episodes)
-        ids = torch.full((len(episodes), length), model.special[tokens.PAD], dtype=torch.long)
-        mask = torch.zeros((len(episodes), length), dtype=torch.long)
+        ids, mask = padded(episodes, model.special[tokens.PAD])
         rows, columns, streams, last_mod = [], [], [], []
         for row, episode in enumerate(episodes):
-            ids[row, : len(episode.ids)] = torch.tensor(episode.ids)
-            mask[row, : len(episode.ids)] = 1
             slots = episode.positions(model.tokenizer, tokens.ENC)
             rows += [row] * len(slots)
             columns += slots

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 from tokenizers import Tokenizer
 
-from voxelprompt.train.episodes import Episode, from_execution
 from voxelprompt.core.scan import Scan
 from voxelprompt.synth import labels
 from voxelprompt.tasks import values
@@ -28,6 +27,7 @@ from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.grammar import grammar
 from voxelprompt.tasks.roughen import roughen
 from voxelprompt.tasks.subjects import TaskSubject
+from voxelprompt.train.episodes import Episode, from_execution
 
 # The value kind of a segment argument -> the task whose program segments a value of that kind.
 SEGMENT_TASKS = {"anatomy": "segment-anatomy", "lesion": "segment-lesion", "lesion_class": "segment-lesion-class",

@@ -25,15 +25,15 @@ import numpy as np
 from scipy import ndimage
 
 from voxelprompt.core.errors import InputError
-from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, dice
 from voxelprompt.core.io import check_voxels, load_volume, save_volume
-from voxelprompt.study.labelled import subject_of
+from voxelprompt.core.volume import Volume
+from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, dice
 from voxelprompt.imaging.preprocess import CROP_MARGIN_MM, MODALITIES, crop_box, preprocess
 from voxelprompt.imaging.register import Registration, RegistrationSettings, register, resample
+from voxelprompt.study.labelled import subject_of
 from voxelprompt.synth import anatomy, labels
 from voxelprompt.tasks.subjects import TaskSubject
 from voxelprompt.tasks.truth import target_mask
-from voxelprompt.core.volume import Volume
 
 ATLAS_SOURCE = "oasis-dk"
 

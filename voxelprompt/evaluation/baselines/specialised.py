@@ -32,12 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxelprompt.model.config import VisionConfig
-from voxelprompt.model.inputs import stacked
-from voxelprompt.model.vision import soft_dice
-from voxelprompt.model.vision import VisionNetworks
 from voxelprompt.core.scan import Scan
 from voxelprompt.core.seeds import Stream, generator
+from voxelprompt.model.config import VisionConfig
+from voxelprompt.model.inputs import stacked
+from voxelprompt.model.vision import VisionNetworks, soft_dice
 from voxelprompt.tasks.sampling import Example, execute
 from voxelprompt.tasks.subjects import TaskSubject
 from voxelprompt.tasks.truth import target_mask
