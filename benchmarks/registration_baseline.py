@@ -24,7 +24,7 @@ import numpy as np
 from voxelprompt.evaluation.baselines import registration
 from voxelprompt.evaluation.protocol import REAL as REAL_SCAN
 from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, held_out_subjects, real_scan
-from voxelprompt.synth import anatomy
+from voxelprompt.synth import anatomy, atlas
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--no-real-scan", action="store_true", help="skip fsaverage")
     args = parser.parse_args()
 
-    registration.atlas_image()
+    atlas.atlas_image()
     subjects = {f"synthetic {n + 1} ({args.spacing_mm:g} mm)": s
                 for n, s in enumerate(held_out_subjects(args.subjects, spacing_mm=args.spacing_mm))}
     if not args.no_real_scan and importlib.util.find_spec(anatomy.FREESURFER_PACKAGE):

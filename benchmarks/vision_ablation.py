@@ -1,11 +1,12 @@
 """The vision ablation: each design of the vision networks trained by the vision stage for the same
 wall-clock budget on this machine, its held-out Dice read at fixed times.
 
-    python benchmarks/vision_ablation.py [--presets cpu,cpu-modulated] [--minutes 45] [--read-at 15,30,45]
+    python benchmarks/vision_ablation.py [--presets cpu,cpu-no-prior,cpu-modulated] [--minutes 45] [--read-at 15,30,45]
                                          [--out runs/vision-ablation] [--threads 2]
 
-Every variant is a preset (`voxelprompt/model/config.py`): `cpu` (the all-targets dynamic head) and
-`cpu-modulated` (the paper's head, phi in every level of m_gen). Each starts from the shipped model
+Every variant is a preset (`voxelprompt/model/config.py`): `cpu` (the all-targets dynamic head with
+the atlas prior), `cpu-no-prior` (the same head without it) and `cpu-modulated` (the paper's head, phi
+in every level of m_gen). Each starts from the shipped model
 (its agent and whatever vision weights fit the design), runs `voxelprompt train --stage vision` with
 the same options and seed as its own process, alone, and is stopped when its budget is spent. The
 run's `log.csv` gives, at each reading time, the last validation before it: the mean Dice of the
@@ -60,7 +61,7 @@ def readings(log_csv: Path, read_at_minutes: list[float], targets_per_step: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="cpu,cpu-modulated")
+    parser.add_argument("--presets", default="cpu,cpu-no-prior,cpu-modulated")
     parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget of each variant")
     parser.add_argument("--read-at", default="15,30,45", help="minutes of training at which Dice is read")
     parser.add_argument("--out", type=Path, default=Path("runs/vision-ablation"))

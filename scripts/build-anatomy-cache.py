@@ -9,7 +9,7 @@ once per build version. CI runs this before the tests, so that no test pays for 
 import importlib.util
 import time
 
-from voxelprompt.evaluation.baselines.registration import atlas_image
+from voxelprompt.synth.atlas import atlas_image
 from voxelprompt.synth import anatomy
 
 started = time.perf_counter()

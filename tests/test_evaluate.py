@@ -12,11 +12,12 @@ import pytest
 from voxelprompt.core.seeds import EVALUATION_SEED, Stream, generator
 from voxelprompt.core.volume import Volume
 from voxelprompt.evaluation.paraphrases import Paraphrase, load_paraphrases
-from voxelprompt.evaluation.protocol import ProtocolSettings
+from voxelprompt.evaluation.protocol import ProtocolSettings, baseline_vision
 from voxelprompt.evaluation.scoring import (EXAMPLE_COLUMNS, METRIC_COLUMNS, QUANTITY_OF_TASK, bind_values, dice,
                                             held_out_examples, paraphrase_example, paraphrase_examples, relative_error,
                                             role_output, score_examples)
 from voxelprompt.model.agent import Result
+from voxelprompt.model.config import PRESETS, VisionConfig
 from voxelprompt.runtime.library import Metric
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
@@ -286,3 +287,11 @@ def test_the_real_scan_is_fsaverage_with_its_own_labels(anatomy_cache):
     # a real T1w: white matter is brighter than cortex
     assert np.median(scan.volume.array[white]) > np.median(scan.volume.array[cortex]) + 10
     assert all(target_mask(subject.sessions[0], t).sum() > 1000 for t in LARGE_STRUCTURES)
+
+
+def test_the_baselines_train_the_papers_design_whatever_the_models_head():
+    """The quoted baselines were trained with the configuration of the checkpoint then shipped (the
+    paper's head, no reader): a model with the dynamic head and the atlas prior must not change them."""
+    quoted = VisionConfig(first_channels=8, working_spacing_mm=2.0)
+    for preset in ("cpu", "cpu-no-prior", "cpu-modulated"):
+        assert baseline_vision(PRESETS[preset].vision) == quoted

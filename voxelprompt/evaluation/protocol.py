@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from voxelprompt.evaluation.paraphrases import Paraphrase, load_paraphrases
 from voxelprompt.evaluation.scoring import (CHARACTERISATION, HELD_OUT, PARAPHRASE, TEMPLATE, dice,
                                             iter_held_out_examples, paraphrase_example, role_output, score_examples)
 from voxelprompt.model.agent import Agent
+from voxelprompt.model.config import VisionConfig
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.subjects import TaskSubject
@@ -116,11 +117,19 @@ def segmentation_prompt(target: str) -> str:
     return f"Segment {target}" if target in specialised.LESION_TARGETS else f"Segment the {target}"
 
 
+def baseline_vision(config: VisionConfig) -> VisionConfig:
+    """The networks the baselines train from scratch: the model's sizes with the paper's design (phi in
+    every level, no reader, no atlas prior), whatever head the model itself has, so that the paper's
+    comparison of one instructable network with single-task ones is made as in §5 and the baselines'
+    scores do not move when the model's head does."""
+    return replace(config, head="modulated", reader=False, atlas_prior=False)
+
+
 def segmentation_table(agent: Agent, held_out: list[tuple[str, TaskSubject]], real: list[tuple[str, TaskSubject]],
                        settings: ProtocolSettings, log: Callable[[str], None]) -> pd.DataFrame:
     budget = specialised.Budget(settings.steps, seed=BASELINE_TRAINING_SEED)
     training = data.baseline_training_subjects(settings.training_subjects, settings.spacing_mm)
-    config = agent.model.config.vision
+    config = baseline_vision(agent.model.config.vision)
     started = time.perf_counter()
     instructable, _ = specialised.train_instructable(training, config, budget)
     log(f"  instructable network, {settings.steps} steps x {len(specialised.TARGETS)} targets: "
@@ -184,7 +193,7 @@ def characterisation_tables(agent: Agent, settings: ProtocolSettings, log: Calla
         started = time.perf_counter()
         training = data.single_lesion_examples(task_name, number, settings.classifier_examples,
                                                BASELINE_TRAINING_SEED, settings.spacing_mm)
-        classifier, _ = specialised.train_classifier(training, agent.model.config.vision, budget)
+        classifier, _ = specialised.train_classifier(training, baseline_vision(agent.model.config.vision), budget)
         log(f"  classifier {task_name}: {time.perf_counter() - started:.0f} s")
         scored, _ = score_examples(None, list(enumerate(held_out)), CHARACTERISATION, agent)
         runs.append(scored)

@@ -34,6 +34,7 @@ from voxelprompt.runtime.library import Library, Metric
 from voxelprompt.runtime.measures import MeasureError
 from voxelprompt.runtime.steps import MARK, Status, StepChecker
 from voxelprompt.runtime.vision import Encoding, Vision
+from voxelprompt.synth import atlas
 
 MAX_STEPS = 8
 MAX_STEP_TOKENS = 512
@@ -65,10 +66,13 @@ class Result:
 
 @dataclass
 class Features:
-    """What the networks keep of encoded scans: m_enc's output and the grid it lies on."""
+    """What the networks keep of encoded scans: m_enc's output, the grid it lies on, and the atlas's
+    labels carried onto that grid when the head takes a spatial prior (None without one, or when the
+    scans could not be registered: the prior is then zero, no information)."""
 
     encoded: Encoded
     grid: Grid
+    carried: np.ndarray | None = None
 
     @property
     def embeddings(self) -> torch.Tensor:
@@ -92,7 +96,8 @@ class ModelVision:
         if self.model.config.vision.encoder_latent or cached is None or any(a is not b for a, b in zip(cached[0], scans)):
             grid = working_grid(scans[0].volume.grid, self.model.config.vision.working_spacing_mm)
             images = stacked(on_working_grid(scans, grid), self.model.device)
-            encoded = Features(self.model.vision.encode(images, tuple(grid.spacing_mm), modalities, phi), grid)
+            carried = atlas.carried_onto(scans, grid) if self.model.config.vision.atlas_prior else None
+            encoded = Features(self.model.vision.encode(images, tuple(grid.spacing_mm), modalities, phi), grid, carried)
             if not self.model.config.vision.encoder_latent:
                 self.cache[key] = (tuple(scans), encoded)
         else:
@@ -102,7 +107,12 @@ class ModelVision:
     def segment(self, encoding: Encoding, target: str) -> Volume:
         phi = self._next_latent()
         features: Features = encoding.features
-        logits = self.model.vision.generate(features.encoded, phi, [s.modality for s in encoding.scans])
+        prior = None
+        if self.model.config.vision.atlas_prior:
+            prior = torch.zeros(features.grid.shape, device=self.model.device)
+            if features.carried is not None:
+                prior = torch.from_numpy(atlas.prior(features.carried, target, features.grid.spacing_mm)).to(prior)
+        logits = self.model.vision.generate(features.encoded, phi, [s.modality for s in encoding.scans], prior)
         scan = encoding.scans[0].volume
         logits_volume = Volume(logits.detach().float().cpu().numpy(), features.grid.affine)
         if not features.grid.is_same(scan.grid):

@@ -30,6 +30,10 @@ class VisionConfig:
     # Whether the encodings epsilon_v the agent reads come from an encoder of their own (`Reader`), so
     # that m_enc can keep learning to segment without changing what the program writer reads.
     reader: bool = False
+    # Whether the dynamic head starts from the target's spatial prior: the training anatomy carried onto
+    # the scans by an affine atlas registration (`synth/atlas.py`), weighed against the networks' own
+    # readout by phi. The networks then learn where the registration is wrong, not where the brain is.
+    atlas_prior: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,11 @@ class ModelConfig:
 PRESETS = {
     "paper": ModelConfig(VisionConfig(levels=6, first_channels=32, channels=96, encoder_latent=True),
                          AgentConfig(layers=16, hidden=512, heads=32, ffn=2048, max_positions=4096), "paper"),
-    "cpu": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0, head="dynamic", reader=True), AgentConfig(),
-                       "cpu"),
+    "cpu": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0, head="dynamic", reader=True,
+                                    atlas_prior=True), AgentConfig(), "cpu"),
+    # The cpu preset without the atlas prior: the vision ablation's all-targets head alone.
+    "cpu-no-prior": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0, head="dynamic", reader=True),
+                                AgentConfig(), "cpu-no-prior"),
     # The cpu preset with the paper's head (phi in every level of m_gen): the vision ablation's baseline.
     "cpu-modulated": ModelConfig(VisionConfig(first_channels=8, working_spacing_mm=2.0, reader=True), AgentConfig(),
                                  "cpu-modulated"),

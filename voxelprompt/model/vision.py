@@ -26,6 +26,7 @@ HEADS = ("modulated", "dynamic")
 MODALITIES = ("T1w", "T1w+ce", "T2w", "FLAIR", "PDw", "DWI", "ADC", "CT")
 THICK_RATIO = 2.0
 SLAB_VOXELS = 1 << 18  # voxels per slab of the stream attention at inference
+PRIOR_GAIN_START = 4.0  # softplus(4) ~ 4: a logit of +4 at the prior's centre, -4 far outside it
 
 
 def thick_axes(spacing_mm: tuple[float, float, float]) -> tuple[bool, bool, bool]:
@@ -136,18 +137,43 @@ class DynamicHead(nn.Module):
     embedding per voxel (a 1x1x1 convolution and SiLU, shared by all targets); a target's logit at a
     voxel is the dot product of that embedding with weights generated from the target's phi, plus a
     bias (as the text-driven heads of the CLIP-driven Universal Model and SAT do). A target costs one
-    dot product per voxel, so a step can supervise dozens of them."""
+    dot product per voxel, so a step can supervise dozens of them.
 
-    def __init__(self, channels: int, hidden: int, phi_dim: int):
+    With `prior`, each target's logit is its spatial prior (in [-1, 1], 0: no information) times a
+    positive gain, plus that readout times a scale and times the prior's uncertainty 1 - |prior|; gain
+    and scale are generated from phi. A new head starts with a gain of about 4 and a scale of 0 for
+    every target: it gives the prior's mask exactly, and training lets the readout in only as far as
+    it corrects the prior (as ReZero and ControlNet start a new branch at zero), and only where the
+    prior is unsure. A lesion, which has no prior, needs the readout everywhere."""
+
+    def __init__(self, channels: int, hidden: int, phi_dim: int, prior: bool = False):
         super().__init__()
         self.project = nn.Conv3d(channels, hidden, 1)
         self.generate = nn.Linear(phi_dim, hidden + 1)
+        self.weighting = None  # per target: the prior's gain (before softplus) and the readout's scale
+        if prior:
+            self.weighting = nn.Linear(phi_dim, 2)
+            nn.init.zeros_(self.weighting.weight)
+            with torch.no_grad():
+                self.weighting.bias.copy_(torch.tensor([PRIOR_GAIN_START, 0.0]))
 
-    def forward(self, features: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-        """features (c, X, Y, Z), phi (K, phi_dim) -> logits (K, X, Y, Z)."""
+    def forward(self, features: torch.Tensor, phi: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """features (c, X, Y, Z), phi (K, phi_dim), prior (K, X, Y, Z) -> logits (K, X, Y, Z). A head
+        with a prior given none reads it as zero: no information."""
         embedding = F.silu(self.project(features[None]))[0].flatten(1)  # (hidden, V)
         weights, bias = self.generate(phi).split([embedding.shape[0], 1], dim=1)
-        return (weights @ embedding + bias).view(phi.shape[0], *features.shape[1:])
+        logits = (weights @ embedding + bias).view(phi.shape[0], *features.shape[1:])
+        if self.weighting is None:
+            return logits
+        gain, scale = self.weighting(phi).unbind(dim=1)
+        logits = scale[:, None, None, None] * logits
+        if prior is not None:
+            prior = prior.to(logits.dtype)
+            # The readout corrects the prior where it is uncertain (|prior| < 1: within a few mm of the
+            # carried boundary, or anywhere for a target without a prior) and nowhere else: trained on
+            # crops, it once lit up voxels far from any target, which a whole head then counted.
+            logits = logits * (1 - prior.abs()) + F.softplus(gain)[:, None, None, None] * prior
+        return logits
 
 
 def modality_ids(embedding: nn.Embedding, modalities: list[str]) -> torch.Tensor:
@@ -225,8 +251,10 @@ class VisionNetworks(nn.Module):
         self.dynamic = config.head == "dynamic" and instructable
         # The dynamic head reads the top two levels of m_gen: the top level alone has too few channels
         # (8 in the cpu preset) to tell a hundred targets apart with one dot product per voxel.
-        self.head = (DynamicHead(channels[0] + channels[1], config.head_channels, config.phi_dim) if self.dynamic
-                     else nn.Conv3d(channels[0], 1, 1))
+        if config.atlas_prior and not self.dynamic and instructable:
+            raise ValueError("the atlas prior is a term of the dynamic head: set head to 'dynamic'")
+        self.head = (DynamicHead(channels[0] + channels[1], config.head_channels, config.phi_dim, config.atlas_prior)
+                     if self.dynamic else nn.Conv3d(channels[0], 1, 1))
         # The interpretable encodings epsilon_v: from m_enc's deepest features, or from a reader of their own.
         # The modules are made in this order because seeded baselines draw their initial weights in it:
         # a modulated network without a reader starts from the same weights as before readers existed,
@@ -253,12 +281,14 @@ class VisionNetworks(nn.Module):
         """The modules between the scans and the encodings the agent reads."""
         return [self.reader] if self.reader is not None else [self.encoder, self.modality, self.to_agent]
 
-    def generate(self, encoded: Encoded, phi: torch.Tensor, modalities: list[str]) -> torch.Tensor:
-        """m_gen: logits (X, Y, Z) of the target phi names, on the grid of the encoded scans."""
+    def generate(self, encoded: Encoded, phi: torch.Tensor, modalities: list[str], prior: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """m_gen: logits (X, Y, Z) of the target phi names, on the grid of the encoded scans; `prior`
+        (X, Y, Z) is the target's spatial prior when the head takes one."""
         if self.dynamic:
             if encoded.head_features is None:
                 encoded.head_features = self.features(encoded, modalities)
-            return self.head(encoded.head_features, phi[None])[0]
+            return self.head(encoded.head_features, phi[None], None if prior is None else prior[None])[0]
         x = self._generator(encoded, self.modality(modality_ids(self.modality, modalities)) + phi)
         return self.head(x).mean(dim=0)[0]  # streams agree on one segmentation
 
@@ -269,11 +299,12 @@ class VisionNetworks(nn.Module):
         second = F.interpolate(second, size=top.shape[2:], mode="trilinear", align_corners=False)
         return torch.cat([top, second], dim=1).mean(dim=0)
 
-    def segment_all(self, encoded: Encoded, phi: torch.Tensor, modalities: list[str]) -> torch.Tensor:
-        """Logits (K, X, Y, Z) of K targets, phi (K, phi_dim): one generator pass with the dynamic
-        head, one per target otherwise."""
+    def segment_all(self, encoded: Encoded, phi: torch.Tensor, modalities: list[str],
+                    priors: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (K, X, Y, Z) of K targets, phi (K, phi_dim), priors (K, X, Y, Z) or None: one
+        generator pass with the dynamic head, one per target otherwise."""
         if self.dynamic:
-            return self.head(self.features(encoded, modalities), phi)
+            return self.head(self.features(encoded, modalities), phi, priors)
         return torch.stack([self.generate(encoded, p, modalities) for p in phi])
 
     def _generator(self, encoded: Encoded, stream_phi: torch.Tensor, levels: int = 1):

@@ -44,6 +44,7 @@ class VisionCall:
     scans: tuple[Scan, ...] = ()  # encode: the scans
     target: str = ""  # segment: what to segment
     truth: Volume | None = None  # segment: the ground-truth mask
+    prior: Volume | None = None  # segment: the target's atlas prior, for networks that take one (`with_priors`)
 
 
 @dataclass

@@ -48,7 +48,7 @@ from voxelprompt.model.config import PRESETS, ModelConfig
 from voxelprompt.model.joint import VoxelPromptModel, device_for
 from voxelprompt.model.tokens import mark_vision_calls, text_of, train_tokenizer
 from voxelprompt.study import labelled as labelled_scans
-from voxelprompt.synth import labels
+from voxelprompt.synth import atlas, labels
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.sampling import example_for, sample_example
 from voxelprompt.tasks.subjects import Requirements, TaskSubject, synthesize
@@ -135,9 +135,10 @@ def initial_model(settings: Settings, device: torch.device) -> VoxelPromptModel:
     """The model a run starts from when its folder holds no checkpoint (see `Settings.init`)."""
     if settings.init not in ("shipped", "random"):
         model = VoxelPromptModel.from_pretrained(settings.init, device)
-        if model.config.to_dict() != replace(PRESETS[settings.preset], preset=model.config.preset).to_dict():
-            raise ValueError(f"{settings.init}: its configuration is not that of the {settings.preset!r} preset")
-        return model
+        if model.config.agent != PRESETS[settings.preset].agent:
+            raise ValueError(f"{settings.init}: its agent is not that of the {settings.preset!r} preset")
+        # Vision networks of another design (e.g. without the atlas prior) give what weights fit.
+        return warm_started(model, replace(PRESETS[settings.preset], preset=model.config.preset))
     if settings.init == "shipped":
         # The shipped program writer starts every preset whose agent is its size; vision networks of
         # another design (e.g. another head) take what weights fit.
@@ -183,9 +184,11 @@ class ImagedEpisodes(IterableDataset):
     probability `labelled_fraction` one of the scans the `labelled` manifest lists."""
 
     def __init__(self, tokenizer_json: str, seed: list[int], spacing_mm: float, crop: tuple[int, int, int],
-                 per_subject: int, max_contrasts: int = 2, labelled: str = "", labelled_fraction: float = 0.0):
+                 per_subject: int, max_contrasts: int = 2, labelled: str = "", labelled_fraction: float = 0.0,
+                 prior: bool = False):
         self.tokenizer_json, self.seed, self.spacing_mm, self.crop, self.per_subject, self.max_contrasts = (
             tokenizer_json, seed, spacing_mm, crop, per_subject, max_contrasts)
+        self.prior = prior
         self.manifest = labelled_scans.load_manifest(labelled) if labelled else []
         self.labelled_fraction = labelled_fraction if self.manifest else 0.0
 
@@ -205,7 +208,7 @@ class ImagedEpisodes(IterableDataset):
                 # Half the subjects are built on the mirror image of the anatomy (left-right flip, §4.3).
                 subject = synthesize(first.requirements, rng, self.spacing_mm, max_contrasts=self.max_contrasts,
                                      mirrored=bool(rng.random() < 0.5))
-            made = 0
+            made, carried = 0, {}
             for attempt in range(4 * self.per_subject):
                 if made == self.per_subject:
                     break
@@ -222,6 +225,8 @@ class ImagedEpisodes(IterableDataset):
                 episode = episodes.from_execution(tokenizer, example.prompt, example.program, view)
                 if not all(_annotated(view, call.target) for call in episode.calls if call.kind == "segment"):
                     continue  # a fixed target of the program (e.g. the brain as reference) is not labelled
+                if self.prior:
+                    episode = with_priors(episode, carried)
                 episode = cropped(episode, view.sessions[0].synthetic.label_map.array > 0, self.crop, rng)
                 yield gamma_distorted(episode, rng)
                 made += 1
@@ -233,9 +238,10 @@ class TargetBatches(IterableDataset):
     random box of at most `crop` voxels of the head, `count` targets each, intensities gamma-distorted."""
 
     def __init__(self, tokenizer_json: str, seed: list[int], spacing_mm: float, crop: tuple[int, int, int],
-                 per_subject: int, count: int, max_contrasts: int = 2, rough: float = 0.0):
+                 per_subject: int, count: int, max_contrasts: int = 2, rough: float = 0.0, prior: bool = False):
         self.tokenizer_json, self.seed, self.spacing_mm, self.crop = tokenizer_json, seed, spacing_mm, crop
         self.per_subject, self.count, self.max_contrasts, self.rough = per_subject, count, max_contrasts, rough
+        self.prior = prior
 
     def __iter__(self):
         tokenizer = Tokenizer.from_str(self.tokenizer_json)
@@ -248,8 +254,12 @@ class TargetBatches(IterableDataset):
             subject = synthesize(Requirements(lesions=task.requirements.lesions), rng, self.spacing_mm,
                                  max_contrasts=self.max_contrasts, mirrored=bool(rng.random() < 0.5))
             head = subject.sessions[0].synthetic.label_map.array > 0
+            # The prior of inference: the atlas registered to this subject's scans, with the error a real fit makes.
+            first = [scan for scan in subject.scans if scan.session == subject.sessions[0].label]
+            carried = atlas.carried_onto(first, first[0].volume.grid) if self.prior else None
             for _ in range(self.per_subject):
-                batch = target_batch(tokenizer, subject, self.count, rng, random_box(head, self.crop, rng), self.rough)
+                batch = target_batch(tokenizer, subject, self.count, rng, random_box(head, self.crop, rng), self.rough,
+                                     carried=carried)
                 yield replace(batch, scans=gamma_distorted_scans(batch.scans, rng))
 
 
@@ -298,6 +308,26 @@ def cropped(episode: episodes.Episode, head: np.ndarray, crop: tuple[int, int, i
             call.scans = tuple(replace(s, volume=s.volume.cropped(*box)) for s in call.scans)
         elif call.truth is not None:
             call.truth = call.truth.cropped(*box)
+            if call.prior is not None:
+                call.prior = call.prior.cropped(*box)
+    return episode
+
+
+def with_priors(episode: episodes.Episode, carried: dict[str, np.ndarray | None]) -> episodes.Episode:
+    """Each segment call of the episode given its target's atlas prior on its scans' grid, from the
+    atlas's labels carried onto each session (`carried`: session label -> labels, filled as needed;
+    None where the session's scans could not be registered, whose prior is then zero)."""
+    scans = {call.encoding: call.scans for call in episode.calls if call.kind == "encode"}
+    for call in episode.calls:
+        if call.kind == "segment":
+            session = scans[call.encoding]
+            grid = session[0].volume.grid
+            if session[0].session not in carried:
+                carried[session[0].session] = atlas.carried_onto(session, grid)
+            labels_on_grid = carried[session[0].session]
+            prior = (np.zeros(grid.shape, np.float32) if labels_on_grid is None
+                     else atlas.prior(labels_on_grid, call.target, grid.spacing_mm))
+            call.prior = session[0].volume.with_array(prior)
     return episode
 
 
@@ -371,14 +401,14 @@ def train(settings: Settings) -> Path:
     if vision_stage:
         dataset = TargetBatches(tokenizer.to_str(), [settings.seed, rank, state.step, 2], settings.spacing_mm,
                                 settings.crop_voxels, settings.episodes_per_subject, settings.targets_per_step,
-                                settings.max_contrasts, settings.rough_prompts)
+                                settings.max_contrasts, settings.rough_prompts, model.config.vision.atlas_prior)
         batches = drawn_in_a_worker(dataset)
     if settings.imaged_every:
         dataset = ImagedEpisodes(tokenizer.to_str(), [settings.seed, rank, state.step, 1], settings.spacing_mm,
                                  settings.crop_voxels, settings.episodes_per_subject, settings.max_contrasts,
-                                 settings.labelled, settings.labelled_fraction)
+                                 settings.labelled, settings.labelled_fraction, model.config.vision.atlas_prior)
         imaged = drawn_in_a_worker(dataset)
-    validation = _validation_set(tokenizer, settings, tasks) if rank == 0 else None
+    validation = _validation_set(tokenizer, settings, tasks, model.config.vision.atlas_prior) if rank == 0 else None
     log = out / "log.csv"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -442,15 +472,15 @@ def train(settings: Settings) -> Path:
     return best
 
 
-def _validation_set(tokenizer: Tokenizer, settings: Settings, tasks) -> dict:
+def _validation_set(tokenizer: Tokenizer, settings: Settings, tasks, prior: bool = False) -> dict:
     text, imaged, programs, subjects = [], [], [], []
     if settings.stage == "vision":
-        subjects = _vision_validation_subjects(settings)
+        subjects = _vision_validation_subjects(settings, prior)
     else:
         rng = np.random.default_rng(VALIDATION_SEED)
         text = [episodes.text_only(tokenizer, tasks[n % len(tasks)], rng) for n in range(settings.validation_text)]
         dataset = ImagedEpisodes(tokenizer.to_str(), [VALIDATION_SEED], settings.spacing_mm, settings.crop_voxels, 1,
-                                 settings.max_contrasts)
+                                 settings.max_contrasts, prior=prior)
         imaged = [episode for episode, _ in zip(iter(dataset), range(settings.validation_imaged))]
     if settings.stage == "agent":
         names = list(catalogue())
@@ -460,9 +490,10 @@ def _validation_set(tokenizer: Tokenizer, settings: Settings, tasks) -> dict:
     return {"text": text, "imaged": imaged, "programs": programs, "subjects": subjects}
 
 
-def _vision_validation_subjects(settings: Settings) -> list[tuple[str, object, list[str]]]:
+def _vision_validation_subjects(settings: Settings, prior: bool) -> list[tuple[str, object, list[str], object]]:
     """Whole held-out subjects with the evaluation's targets each holds: synthetic ones of every lesion
-    class, and fsaverage's real T1w when asked for and installed."""
+    class, and fsaverage's real T1w when asked for and installed; with `prior`, each with the atlas's
+    labels carried onto its first session (else None)."""
     # Imported here: the evaluation's data pulls in the evaluation's whole stack, which only this stage needs.
     from voxelprompt.evaluation.data import lesion_class_subjects, real_scan_on
 
@@ -473,7 +504,11 @@ def _vision_validation_subjects(settings: Settings) -> list[tuple[str, object, l
         with contextlib.suppress(ImportError, FileNotFoundError):  # fsaverage's package is optional
             real = real_scan_on(settings.spacing_mm)
             subjects.append(("fsaverage", real, [t for t in specialised.ANATOMY_TARGETS if specialised.holds(real, t)]))
-    return subjects
+    with_carried = []
+    for name, subject, targets in subjects:
+        first = [scan for scan in subject.scans if scan.session == subject.sessions[0].label]
+        with_carried.append((name, subject, targets, atlas.carried_onto(first, first[0].volume.grid) if prior else None))
+    return with_carried
 
 
 def _validate_programs(model: VoxelPromptModel, examples: list) -> dict:
@@ -516,9 +551,9 @@ def _validate_vision(objective: TargetObjective, subjects: list, autocast) -> di
     rng = np.random.default_rng(0)
     tokenizer = objective.model.tokenizer
     synthetic, real = [], []
-    for name, subject, targets in subjects:
+    for name, subject, targets, carried in subjects:
         picked = [("lesion_class" if t in specialised.LESION_TARGETS else "anatomy", t) for t in targets]
-        batch = target_batch(tokenizer, subject, len(picked), rng, picked=picked)
+        batch = target_batch(tokenizer, subject, len(picked), rng, picked=picked, carried=carried)
         with autocast:
             masks = (objective.logits(batch) > 0).cpu().numpy()
         scores = [dice(mask, truth) for mask, truth in zip(masks, batch.truths)]

@@ -128,7 +128,12 @@ class Objective(nn.Module):
         for index in sorted(chosen):
             call, position = segmentations[index]
             features, modalities = encoded[call.encoding]
-            logits = model.vision.generate(features, model.phi(hidden[0, position]), modalities)
+            prior = None
+            if model.config.vision.atlas_prior:
+                if call.prior is None:
+                    raise ValueError("the networks take an atlas prior and the episode has none (train.loop.with_priors)")
+                prior = torch.from_numpy(np.asarray(call.prior.array, dtype=np.float32)).to(device)
+            logits = model.vision.generate(features, model.phi(hidden[0, position]), modalities, prior)
             truth = torch.from_numpy(np.asarray(call.truth.array > 0, dtype=np.float32)).to(device)
             dice.append(soft_dice(torch.sigmoid(logits.float()), truth))
         return model.logits(hidden[0]), self._labels(episode, len(episode.ids)).to(device), dice
@@ -180,7 +185,12 @@ class TargetObjective(nn.Module):
         with torch.no_grad():
             hidden = self._mod_hidden(batch.episodes, encoded.embeddings)
         phi = model.phi(hidden)
-        return model.vision.segment_all(encoded, phi, modalities)
+        priors = None
+        if model.config.vision.atlas_prior:
+            # A batch without priors (scans the atlas could not be registered to) is given none: zero.
+            priors = (torch.zeros((len(batch.targets), *batch.truths.shape[1:]), device=device) if batch.priors is None
+                      else torch.from_numpy(batch.priors).to(device))
+        return model.vision.segment_all(encoded, phi, modalities, priors)
 
     def _mod_hidden(self, episodes: list[Episode], embeddings: torch.Tensor) -> torch.Tensor:
         """The hidden state at each episode's last `<MOD>` (its segment call), encodings spliced in."""

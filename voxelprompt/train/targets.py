@@ -21,7 +21,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from voxelprompt.core.scan import Scan
-from voxelprompt.synth import labels
+from voxelprompt.synth import atlas, labels
 from voxelprompt.tasks import values
 from voxelprompt.tasks.catalogue import catalogue
 from voxelprompt.tasks.grammar import grammar
@@ -40,6 +40,7 @@ class TargetBatch:
     targets: list[str]
     truths: np.ndarray  # (K, X, Y, Z) bool, on the scans' grid
     episodes: list[Episode]  # per target: the segmentation episode whose last vision call segments it
+    priors: np.ndarray | None = None  # (K, X, Y, Z) float32: each target's atlas prior, when asked for
 
 
 def candidates(subject: TaskSubject) -> dict[str, list[str]]:
@@ -77,9 +78,11 @@ def segmentation_episode(tokenizer: Tokenizer, subject: TaskSubject, kind: str, 
 
 def target_batch(tokenizer: Tokenizer, subject: TaskSubject, count: int, rng: np.random.Generator,
                  box: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
-                 rough: float = 0.0, picked: list[tuple[str, str]] | None = None) -> TargetBatch:
+                 rough: float = 0.0, picked: list[tuple[str, str]] | None = None,
+                 carried: np.ndarray | None = None) -> TargetBatch:
     """`count` targets of the subject's first session (or the (kind, value) pairs `picked`), its scans
-    and masks cut to `box` (start, stop voxels) when given."""
+    and masks cut to `box` (start, stop voxels) when given; with `carried` (the atlas's labels carried
+    onto the session's grid by `atlas.carried_onto`), each target's spatial prior too."""
     view = replace(subject, sessions=subject.sessions[:1])
     picked = chosen_targets(view, count, rng) if picked is None else picked
     if not picked:
@@ -88,7 +91,13 @@ def target_batch(tokenizer: Tokenizer, subject: TaskSubject, count: int, rng: np
     encode = next(call for call in made[0].calls if call.kind == "encode")
     scans = encode.scans
     truths = [next(call for call in reversed(episode.calls) if call.kind == "segment").truth for episode in made]
+    priors = None
+    if carried is not None:
+        # Smoothed on the whole session, then cut: a box's edge is not the prior's edge.
+        priors = np.stack([atlas.prior(carried, value, scans[0].volume.spacing_mm) for _, value in picked])
     if box is not None:
+        if priors is not None:
+            priors = np.stack([scans[0].volume.with_array(p).cropped(*box).array for p in priors]).astype(np.float32)
         scans = tuple(replace(s, volume=s.volume.cropped(*box)) for s in scans)
         truths = [truth.cropped(*box) for truth in truths]
-    return TargetBatch(scans, [value for _, value in picked], np.stack([t.array > 0 for t in truths]), made)
+    return TargetBatch(scans, [value for _, value in picked], np.stack([t.array > 0 for t in truths]), made, priors)

