@@ -21,7 +21,7 @@ from voxelprompt.runtime.library import Library
 from voxelprompt.synth import atlas, labels
 from voxelprompt.tasks.subjects import Requirements, synthesize
 from voxelprompt.train import episodes
-from voxelprompt.train.loop import cropped, with_priors
+from voxelprompt.train.loop import _carried_onto_first_session, cropped, with_priors
 from voxelprompt.train.objective import Objective, TargetObjective
 from voxelprompt.train.targets import target_batch
 
@@ -158,3 +158,7 @@ def test_the_joint_stage_gives_every_segmentation_its_prior_and_trains_with_it(t
     call.prior = None  # an episode made without priors cannot train networks that take one
     with pytest.raises(ValueError, match="prior"):
         Objective(model, max_segmentations=1)([], episode)
+
+
+def test_the_vision_stage_carries_the_atlas_onto_the_first_session_it_trains_on(subject, carried):
+    np.testing.assert_array_equal(_carried_onto_first_session(subject), carried)

@@ -255,8 +255,7 @@ class TargetBatches(IterableDataset):
                                  max_contrasts=self.max_contrasts, mirrored=bool(rng.random() < 0.5))
             head = subject.sessions[0].synthetic.label_map.array > 0
             # The prior of inference: the atlas registered to this subject's scans, with the error a real fit makes.
-            first = [scan for scan in subject.scans if scan.session == subject.sessions[0].label]
-            carried = atlas.carried_onto(first, first[0].volume.grid) if self.prior else None
+            carried = _carried_onto_first_session(subject) if self.prior else None
             for _ in range(self.per_subject):
                 batch = target_batch(tokenizer, subject, self.count, rng, random_box(head, self.crop, rng), self.rough,
                                      carried=carried)
@@ -504,11 +503,14 @@ def _vision_validation_subjects(settings: Settings, prior: bool) -> list[tuple[s
         with contextlib.suppress(ImportError, FileNotFoundError):  # fsaverage's package is optional
             real = real_scan_on(settings.spacing_mm)
             subjects.append(("fsaverage", real, [t for t in specialised.ANATOMY_TARGETS if specialised.holds(real, t)]))
-    with_carried = []
-    for name, subject, targets in subjects:
-        first = [scan for scan in subject.scans if scan.session == subject.sessions[0].label]
-        with_carried.append((name, subject, targets, atlas.carried_onto(first, first[0].volume.grid) if prior else None))
-    return with_carried
+    return [(name, subject, targets, _carried_onto_first_session(subject) if prior else None)
+            for name, subject, targets in subjects]
+
+
+def _carried_onto_first_session(subject: TaskSubject) -> np.ndarray | None:
+    """The atlas's labels on the grid of the subject's first session, the session a target batch uses."""
+    first = [scan for scan in subject.scans if scan.session == subject.sessions[0].label]
+    return atlas.carried_onto(first, first[0].volume.grid)
 
 
 def _validate_programs(model: VoxelPromptModel, examples: list) -> dict:
