@@ -41,7 +41,7 @@ def carried(subject):
     return atlas.carried_onto(scans, scans[0].volume.grid)
 
 
-def test_a_prior_is_the_carried_mask_smoothed_and_zero_where_the_atlas_knows_nothing():
+def test_a_prior_is_sure_far_from_the_carried_boundary_and_zero_where_the_atlas_knows_nothing():
     carried = np.zeros((30, 30, 30), np.uint16)
     hippocampus = labels.target("left hippocampus")
     carried[10:20, 10:20, 10:20] = min(hippocampus.label_ids)
@@ -56,6 +56,17 @@ def test_a_prior_is_the_carried_mask_smoothed_and_zero_where_the_atlas_knows_not
     assert atlas.prior(carried, "right hippocampus", (2.0, 2.0, 2.0)).max() < -0.99
     # a lesion is no anatomy: no information anywhere
     assert not atlas.prior(carried, "white matter hyperintensities", (2.0, 2.0, 2.0)).any()
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (1.0, 1.0, 3.0)])
+def test_a_prior_is_positive_exactly_on_the_carried_mask_so_small_structures_keep_their_volume(spacing):
+    """The carried mask smoothed by 2 mm and thresholded at one half lost 18 % of a hippocampus and
+    25 % of the lateral ventricles on the demo's 2 mm grid: thin and curved structures shrink."""
+    carried = np.zeros((24, 24, 24), np.uint16)
+    centre = np.indices(carried.shape) - 11.5
+    ball = (centre ** 2 * (np.asarray(spacing)[:, None, None, None] / 2.0) ** 2).sum(axis=0) < 2.5 ** 2
+    carried[ball] = min(labels.target("left amygdala").label_ids)
+    np.testing.assert_array_equal(atlas.prior(carried, "left amygdala", spacing) > 0, ball)
 
 
 def test_a_new_prior_head_gives_the_priors_mask_and_lets_the_readout_in_where_the_prior_is_unsure():
