@@ -25,7 +25,7 @@ from voxelprompt.core.scan import Scan
 from voxelprompt.core.volume import Grid, Volume
 from voxelprompt.model import tokens
 from voxelprompt.model.decoding import CachedDecoder
-from voxelprompt.model.inputs import on_working_grid, stacked, working_grid
+from voxelprompt.model.inputs import on_scan_grid, on_working_grid, stacked, working_grid
 from voxelprompt.model.joint import VoxelPromptModel
 from voxelprompt.model.transcript import feedback_pieces, prefix_pieces
 from voxelprompt.model.vision import Encoded
@@ -113,11 +113,8 @@ class ModelVision:
             if features.carried is not None:
                 prior = torch.from_numpy(atlas.prior(features.carried, target, features.grid.spacing_mm)).to(prior)
         logits = self.model.vision.generate(features.encoded, phi, [s.modality for s in encoding.scans], prior)
-        scan = encoding.scans[0].volume
-        logits_volume = Volume(logits.detach().float().cpu().numpy(), features.grid.affine)
-        if not features.grid.is_same(scan.grid):
-            logits_volume = logits_volume.resampled_to(scan.grid, order=1, fill=-1.0)
-        return scan.with_array((logits_volume.array > 0).astype(np.uint8))  # sigmoid > 0.5
+        mask = Volume((logits.detach().float().cpu().numpy() > 0).astype(np.uint8), features.grid.affine)  # sigmoid > 0.5
+        return on_scan_grid(mask, encoding.scans[0].volume)
 
     def _next_latent(self) -> torch.Tensor:
         if not self.latents:
