@@ -1,5 +1,5 @@
 """The vision networks' spatial prior: the training anatomy carried onto the scans by the atlas fit,
-smoothed into a prior per target, added to the dynamic head's logits times a gain from phi, and made
+made into a signed-distance prior per target, added to the dynamic head's logits times a gain from phi, and made
 the same way in training (from a real fit to the synthetic subject) as at inference."""
 
 from __future__ import annotations

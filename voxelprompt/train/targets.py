@@ -93,7 +93,7 @@ def target_batch(tokenizer: Tokenizer, subject: TaskSubject, count: int, rng: np
     truths = [next(call for call in reversed(episode.calls) if call.kind == "segment").truth for episode in made]
     priors = None
     if carried is not None:
-        # Smoothed on the whole session, then cut: a box's edge is not the prior's edge.
+        # Made on the whole session, then cut: a box's edge is not the carried boundary.
         priors = np.stack([atlas.prior(carried, value, scans[0].volume.spacing_mm) for _, value in picked])
     if box is not None:
         if priors is not None:
