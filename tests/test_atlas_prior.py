@@ -187,3 +187,23 @@ def test_a_mask_decided_on_the_working_grid_keeps_its_volume_on_a_finer_scan():
     mask = on_scan_grid(Volume((logits > 0).astype(np.uint8), coarse.affine), scan)
     assert mask.grid.is_same(scan.grid) and mask.array.dtype == np.uint8
     assert mask.array.sum() * np.prod(scan.spacing_mm) == (logits > 0).sum() * np.prod(coarse.spacing_mm)
+
+
+def test_an_image_is_fitted_once_whatever_object_holds_it(monkeypatch, subject):
+    """The registration baseline and every encode of a subject's T1w ask for the same fit: it is made
+    once per content, and a changed voxel, affine or modality makes a new one."""
+    made = []
+    monkeypatch.setattr(atlas, "_fits", type(atlas._fits)())
+    monkeypatch.setattr(atlas, "_fit_atlas", lambda image, modality, threads: made.append(modality) or object())
+    image = subject.scans[0].volume
+    first = atlas.fit_atlas(image)
+    assert atlas.fit_atlas(Volume(image.array.copy(), image.affine.copy())) is first
+    assert len(made) == 1
+    changed = image.array.copy()
+    changed.flat[0] += 1
+    shifted = image.affine.copy()
+    shifted[0, 3] += 1.0
+    for other, modality in ((Volume(changed, image.affine), "T1w"), (Volume(image.array, shifted), "T1w"),
+                            (image, "T2w")):
+        assert atlas.fit_atlas(other, modality) is not first
+    assert len(made) == 4

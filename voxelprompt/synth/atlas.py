@@ -18,6 +18,8 @@ preprocessing, so a scan where that fails (the head mask stands in) is aligned l
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 
@@ -43,6 +45,11 @@ SAMPLING_FRACTION = 0.2
 METRIC_MARGIN_MM = 8.0  # the metric sees the cranial cavity and this much around it (the skull)
 MIN_EXTENT_MM = 60.0  # a head image spans more than this along every axis
 MIN_VOXELS = 8
+# Fits kept per process, keyed by the image's content: a program that encodes the same T1w with
+# other scans, the next prompt about the same subject and the registration baseline scoring a
+# subject the model has just segmented all ask for a fit that was already made.
+FIT_CACHE_ENTRIES = 32
+_fits: OrderedDict[tuple, Registration] = OrderedDict()
 _OUTSIDE_CAVITY = ("background", "scalp and face", "skull")
 
 
@@ -63,7 +70,25 @@ def register_atlas(image: Volume, modality: str = "T1w", threads: int = 1) -> Vo
 
 
 def fit_atlas(image: Volume, modality: str = "T1w", threads: int = 1) -> Registration:
-    """The affine from `image` (fixed) to the atlas (moving): image LPS point -> atlas LPS point."""
+    """The affine from `image` (fixed) to the atlas (moving): image LPS point -> atlas LPS point.
+    The same voxels, affine and modality give the same fit, made once (FIT_CACHE_ENTRIES)."""
+    key = _content_key(image, modality)
+    if key not in _fits:
+        _fits[key] = _fit_atlas(image, modality, threads)
+        while len(_fits) > FIT_CACHE_ENTRIES:
+            _fits.popitem(last=False)
+    _fits.move_to_end(key)
+    return _fits[key]
+
+
+def _content_key(image: Volume, modality: str) -> tuple:
+    voxels = np.ascontiguousarray(image.array)
+    digest = hashlib.blake2b(voxels.data, digest_size=16)
+    digest.update(np.ascontiguousarray(image.affine, dtype=np.float64).data)
+    return modality, str(voxels.dtype), voxels.shape, digest.hexdigest()
+
+
+def _fit_atlas(image: Volume, modality: str, threads: int) -> Registration:
     _check_image(image, modality)
     # The finest level is 2 mm, so a finer image is anti-aliased onto 2 mm voxels first: the
     # optimiser sees what it would have seen anyway, and preprocessing a 1 mm head costs a third.
