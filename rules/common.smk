@@ -51,6 +51,22 @@ def raw_image(wildcards):
     return path if config["input"]["kind"] == "demo" or Path(path).exists() else []
 
 
+def reference_raw_image(wildcards):
+    """The raw image of a subject's reference image (`raw_image`). Any other image gets an input that
+    no rule makes, so that Snakemake drops this rule for it and its files are made by `preprocess`
+    and `coregister` (an exception here would do the same, but Snakemake prints every one it meets)."""
+    if image_row(wildcards)["image_id"] != reference_row(wildcards)["image_id"]:
+        return paths.never_made(f"{wildcards.entities}_{wildcards.suffix} is not the subject reference")
+    return raw_image(wildcards)
+
+
+def subject_space_options(wildcards, output):
+    """`voxelprompt preprocess`'s options that make a reference image's subject-space derivatives."""
+    return (f"--out-subject-image {shlex.quote(output.subject_image)} --out-subject-image-sidecar "
+            f"{shlex.quote(output.subject_sidecar)} --out-transform {shlex.quote(output.transform)} "
+            f"--out-registration-record {shlex.quote(output.registration_record)}")
+
+
 def subject_raw_images(wildcards):
     """The subject's raw images as job inputs (missing files left to the check to report)."""
     rows = COHORT.subject_rows(wildcards.subject)

@@ -14,6 +14,7 @@ rule preprocess:
         image=lambda wildcards: image_row(wildcards)["path"],
         modality=lambda wildcards: image_row(wildcards)["modality"],
         orientation=orientation_option(),
+        subject_space="",
     log:
         paths.log("preprocess"),
     benchmark:
@@ -25,5 +26,34 @@ rule preprocess:
     shell:
         "{params.cli} preprocess --image {params.image:q} --modality {params.modality}"
         " --out-image {output.image:q} --out-mask {output.mask:q} --out-mask-sidecar {output.mask_sidecar:q}"
-        " --out-record {output.record:q} {params.orientation}"
+        " --out-record {output.record:q} {params.orientation} {params.subject_space}"
         " > {log:q} 2>&1"
+
+
+# A subject's reference image defines subject space: its own preprocessing job also writes its
+# subject-space derivatives (itself, an identity transform and their records), where a co-registration
+# job would have started only to align the image with itself. The rule is preferred for the files it
+# shares with `preprocess` and `coregister`; for any other image its input function declines the job
+# and Snakemake falls back to those rules.
+use rule preprocess as preprocess_reference with:
+    input:
+        reference_raw_image,
+    output:
+        image=paths.preprocessed_image(),
+        mask=paths.cranial_cavity_mask(),
+        mask_sidecar=paths.cranial_cavity_sidecar(),
+        record=paths.preprocess_record(),
+        subject_image=paths.coregistered_image(),
+        subject_sidecar=paths.coregistered_sidecar(),
+        transform=paths.transform(),
+        registration_record=paths.registration_record(),
+    params:
+        cli=VOXELPROMPT,
+        image=lambda wildcards: image_row(wildcards)["path"],
+        modality=lambda wildcards: image_row(wildcards)["modality"],
+        orientation=orientation_option(),
+        subject_space=subject_space_options,
+
+
+ruleorder: preprocess_reference > preprocess
+ruleorder: preprocess_reference > coregister

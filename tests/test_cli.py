@@ -51,6 +51,39 @@ def test_preprocess_refuses_bad_input_with_the_file_named_and_writes_nothing(tmp
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_reference_images_preprocessing_writes_its_subject_space_derivatives(tmp_path, mni_t1_2mm):
+    """A subject's reference image defines subject space: its preprocessing job writes what a
+    co-registration to itself would, so no job aligns an image with itself."""
+    from voxelprompt.core.io import read_json, save_volume
+    from voxelprompt.imaging.register import read_transform, transform_to_ras_matrix
+
+    image = save_volume(mni_t1_2mm, tmp_path / "sub-01_T1w.nii.gz")
+    out = tmp_path / "results/sub-01/anat"
+    result = voxelprompt(
+        "preprocess", "--image", str(image), "--modality", "T1w", "--out-image", str(out / "image.nii.gz"),
+        "--out-mask", str(out / "mask.nii.gz"), "--out-record", str(out / "record.json"),
+        "--out-subject-image", str(out / "subject.nii.gz"), "--out-subject-image-sidecar", str(out / "subject.json"),
+        "--out-transform", str(out / "xfm.txt"), "--out-registration-record", str(out / "xfm.json"))
+    assert result.returncode == 0, result.stderr
+    preprocessed, subject = nib.load(out / "image.nii.gz"), nib.load(out / "subject.nii.gz")
+    np.testing.assert_array_equal(np.asarray(subject.dataobj), np.asarray(preprocessed.dataobj))
+    np.testing.assert_array_equal(subject.affine, preprocessed.affine)
+    np.testing.assert_allclose(transform_to_ras_matrix(read_transform(out / "xfm.txt")), np.eye(4), atol=1e-12)
+    record = read_json(out / "xfm.json")
+    assert record["stop_condition"] == "reference image (identity)" and record["transform"] == str(out / "xfm.txt")
+    assert read_json(out / "subject.json")["SpatialReference"] == "bids::sub-01/anat/image.nii.gz"
+
+
+def test_subject_space_outputs_come_all_together(tmp_path):
+    out = tmp_path / "out"
+    result = voxelprompt("preprocess", "--image", str(tmp_path / "scan.nii.gz"), "--modality", "T1w",
+                         "--out-image", str(out / "image.nii.gz"), "--out-mask", str(out / "mask.nii.gz"),
+                         "--out-record", str(out / "record.json"), "--out-subject-image", str(out / "subject.nii.gz"))
+    assert result.returncode == 1
+    assert "--out-transform" in result.stderr and "--out-registration-record" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
 def test_samples_lists_the_images_of_a_bids_dataset(tmp_path):
     dataset = tmp_path / "bids"
     (dataset / "sub-01/anat").mkdir(parents=True)

@@ -100,6 +100,11 @@ class DerivativePaths:
         return self.bids(image, suffix, ".nii.gz", space=_image_ids(image)["suffix"], label=entity_value(output),
                          desc=entity_value(prompt_id))
 
+    def never_made(self, why: str) -> str:
+        """A path no rule makes and nothing writes: the input by which a rule declines a job that
+        another rule makes instead (Snakemake drops a candidate rule whose input cannot be made)."""
+        return f"{self.output_dir}/work/never-made/{entity_value(why)}"
+
     # --- the study ------------------------------------------------------------------------------
     def table(self, name: str) -> str:
         return f"{self.output_dir}/{name}.parquet"
