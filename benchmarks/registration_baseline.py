@@ -23,7 +23,8 @@ import numpy as np
 
 from voxelprompt.evaluation.baselines import registration
 from voxelprompt.evaluation.protocol import REAL as REAL_SCAN
-from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, held_out_subjects, real_scan
+from voxelprompt.evaluation.scoring import held_out_subjects, real_scan
+from voxelprompt.synth.labels import LARGE_STRUCTURES
 from voxelprompt.synth import anatomy, atlas
 
 

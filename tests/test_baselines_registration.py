@@ -11,7 +11,8 @@ from voxelprompt.core.errors import InputError
 from voxelprompt.core.volume import Volume
 from voxelprompt.evaluation.baselines.registration import registration_dice
 from voxelprompt.synth.atlas import atlas_image, fit_atlas, register_atlas
-from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, dice, held_out_subjects
+from voxelprompt.evaluation.scoring import dice, held_out_subjects
+from voxelprompt.synth.labels import LARGE_STRUCTURES
 from voxelprompt.imaging.register import mean_displacement_mm
 from voxelprompt.synth import anatomy, labels
 

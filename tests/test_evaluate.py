@@ -259,7 +259,8 @@ def test_every_shipped_paraphrase_yields_an_example_whose_ground_truth_runs(anat
 # --- segmentation of the large structures ----------------------------------------------------------
 
 def test_held_out_subjects_hold_every_large_structure_and_are_reproducible(anatomy_cache):
-    from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, held_out_subjects
+    from voxelprompt.evaluation.scoring import held_out_subjects
+    from voxelprompt.synth.labels import LARGE_STRUCTURES
     from voxelprompt.tasks.truth import target_mask
 
     first, again = held_out_subjects(1)[0], held_out_subjects(1)[0]
@@ -272,7 +273,8 @@ def test_held_out_subjects_hold_every_large_structure_and_are_reproducible(anato
 def test_the_real_scan_is_fsaverage_with_its_own_labels(anatomy_cache):
     import importlib.util
 
-    from voxelprompt.evaluation.scoring import LARGE_STRUCTURES, real_scan
+    from voxelprompt.evaluation.scoring import real_scan
+    from voxelprompt.synth.labels import LARGE_STRUCTURES
     from voxelprompt.synth import anatomy
     from voxelprompt.tasks.truth import target_mask
 

@@ -254,6 +254,7 @@ def test_provenance_is_stored_and_read_back(tmp_path):
     assert stored["package_version"] == voxelprompt.__version__
     assert stored["model_sha256"] == hashlib.sha256(b"weights" * 1000).hexdigest()
     assert stored["config_sha256"] == hashlib.sha256(b"input: demo\n").hexdigest()
+    assert stored["anatomy"] == "oasis-dk"  # the definitions behind every volume (docs/anatomy-volumes.md)
     created = datetime.fromisoformat(stored["created_utc"])
     assert created.utcoffset().total_seconds() == 0
     assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 600

@@ -15,7 +15,7 @@ import pytest
 from scipy import ndimage
 
 from voxelprompt.core.volume import Volume
-from voxelprompt.synth import anatomy, contrast, labels, spatial
+from voxelprompt.synth import anatomy, anatomy_volumes, contrast, labels, spatial
 from voxelprompt.synth.contrast import Acquisition
 
 SUBJECT_SEED = 1
@@ -483,6 +483,37 @@ def test_fsaverage_anatomy_has_every_label_in_plausible_volumes_on_the_right_sid
     for side, sign in (("left", -1), ("right", 1)):
         hemisphere = labels.target(f"{side} cerebral hemisphere").mask(fsaverage_map.array)
         assert (np.sign(x_mm[hemisphere]) == sign).mean() > 0.95
+
+
+def test_the_committed_anatomy_volume_page_is_current(label_map, fsaverage_map):
+    """docs/anatomy-volumes.md is generated (`voxelprompt anatomy-reference docs/anatomy-volumes.md`)."""
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "anatomy-volumes.md").read_text()
+    assert committed == anatomy_volumes.reference_markdown({"oasis-dk": label_map, "fsaverage": fsaverage_map})
+
+
+def test_volumes_are_counted_per_target_and_compared_at_the_same_intracranial_volume():
+    hippocampus, cavity = labels.label_by_name("left hippocampus").id, labels.label_by_name("extracerebral CSF").id
+    small = np.full((10, 10, 10), cavity, np.uint16)
+    small[:2, :5] = hippocampus  # 100 voxels of 8 mm3: 0.8 ml in a cavity of 8 ml
+    large = np.full((10, 10, 20), cavity, np.uint16)  # twice the cavity, the same fraction of hippocampus
+    large[:2, :5] = hippocampus
+    volumes = anatomy_volumes.volumes_ml(Volume(small, np.diag([2.0, 2.0, 2.0, 1.0])))
+    assert volumes["left hippocampus"] == pytest.approx(0.8) and volumes["cranial cavity"] == pytest.approx(8.0)
+    assert volumes["left and right hippocampus"] == volumes["left hippocampus"] and volumes["right hippocampus"] == 0
+    twice = anatomy_volumes.volumes_ml(Volume(large, np.diag([2.0, 2.0, 2.0, 1.0])))
+    deviation = anatomy_volumes.deviation_from_reference(twice, volumes)
+    assert deviation["left hippocampus"] == pytest.approx(0.0) and np.isnan(deviation["right hippocampus"])
+    large[2, :2] = hippocampus  # 40 voxels more: 20 % above the same fraction
+    more = anatomy_volumes.volumes_ml(Volume(large, np.diag([2.0, 2.0, 2.0, 1.0])))
+    assert anatomy_volumes.deviation_from_reference(more, volumes)["left hippocampus"] == pytest.approx(0.2)
+
+
+def test_each_anatomy_names_the_protocol_that_defines_a_target():
+    hippocampus = labels.target("left hippocampus")
+    assert anatomy_volumes.definition("fsaverage", hippocampus) == "FreeSurfer aseg"
+    assert "Desikan-Killiany" in anatomy_volumes.definition("oasis-dk", hippocampus)
+    assert "OASIS" in anatomy_volumes.definition("oasis-dk", labels.target("third ventricle"))
+    assert all(anatomy_volumes.definition(source, target) for source in anatomy.SOURCES for target in labels.targets())
 
 
 def test_field_of_view_covers_the_head_with_the_drawn_margin(subject):

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("reference", "the task catalogue: list tasks, sample prompts with their programs"),
     "library-reference": ("reference", "write the reference page of the agent's function library"),
     "label-reference": ("reference", "write the reference page of every prompt-able target"),
+    "anatomy-reference": ("reference", "write the page of every target's volume in each anatomy, against FreeSurfer's"),
     "synth-cohort": ("synth", "write a synthetic BIDS cohort with its ground truth"),
     "synth-montage": ("synth", "render a PNG of synthetic subjects (contrasts, labels, lesions)"),
 }

@@ -1,4 +1,5 @@
-"""Reference commands: the task catalogue, the agent's function library and the prompt-able targets."""
+"""Reference commands: the task catalogue, the agent's function library, the prompt-able targets and
+what each anatomy's targets measure."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def configure(command: str, parser: argparse.ArgumentParser) -> None:
         page.set_defaults(run=_tasks_reference)
     else:
         parser.add_argument("out", type=Path)
-        parser.set_defaults(run={"library-reference": _library_reference, "label-reference": _label_reference}[command])
+        parser.set_defaults(run={"library-reference": _library_reference, "label-reference": _label_reference,
+                                 "anatomy-reference": _anatomy_reference}[command])
 
 
 def _tasks_list(args: argparse.Namespace) -> None:
@@ -68,3 +70,11 @@ def _label_reference(args: argparse.Namespace) -> None:
     from voxelprompt.synth.labels import reference_markdown
 
     print(write_text(args.out, reference_markdown()))
+
+
+def _anatomy_reference(args: argparse.Namespace) -> None:
+    from voxelprompt.core.io import write_text
+    from voxelprompt.synth import anatomy
+    from voxelprompt.synth.anatomy_volumes import reference_markdown
+
+    print(write_text(args.out, reference_markdown({source: anatomy.load(source) for source in anatomy.SOURCES})))

@@ -54,10 +54,6 @@ from voxelprompt.tasks.truth import GroundTruthVision
 # draw in seven allows it).
 MAX_ATTEMPTS = 60
 RELATIVE_TOLERANCE = 1e-6  # metrics closer than this (relative) are the same number in equivalence
-LARGE_STRUCTURES = ("left and right cerebral white matter", "left and right cerebral cortex",
-                    "left and right cerebellum", "left and right lateral ventricle", "brainstem",
-                    "left and right thalamus", "left and right putamen", "left and right caudate",
-                    "left and right hippocampus", "left and right pallidum")
 
 # What the number of each number-answer task measures, so that errors can be compared between
 # quantities whose relative errors behave alike (a volume off by a voxel layer is off by far more, in

@@ -206,8 +206,11 @@ def gather(parts: Sequence[str | Path], out_dir: str | Path, provenance: Mapping
 
 def provenance(model_dir: str | Path | None, configuration: str | None) -> dict[str, Any]:
     """What produced the tables: package version, sha256 of the model weights and of the workflow's
-    configuration (its text, e.g. the merged config as JSON; hex, None when not given), and the time
-    in UTC (ISO 8601)."""
+    configuration (its text, e.g. the merged config as JSON; hex, None when not given), the anatomy
+    whose label definitions the masks follow (the model's spatial prior carries it and its synthetic
+    training subjects are drawn on it; docs/anatomy-volumes.md), and the time in UTC (ISO 8601)."""
+    from voxelprompt.synth.atlas import ATLAS_SOURCE  # SimpleITK: loaded only by the job that gathers
+
     model_hash = None
     if model_dir is not None:
         weights = Path(model_dir) / "model.safetensors"
@@ -216,6 +219,7 @@ def provenance(model_dir: str | Path | None, configuration: str | None) -> dict[
         model_hash = file_sha256(weights)
     return {"package_version": voxelprompt.__version__, "model_sha256": model_hash,
             "config_sha256": None if configuration is None else hashlib.sha256(configuration.encode()).hexdigest(),
+            "anatomy": ATLAS_SOURCE,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
