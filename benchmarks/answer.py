@@ -32,6 +32,9 @@ from voxelprompt.study.paths import DerivativePaths
 WORKFLOW = Path(__file__).resolve().parents[1]
 DEMO = WORKFLOW / "resources/demo"
 
+# Time a first run: no atlas fit is read from the cache a previous run (or repeat) filled.
+os.environ["VOXELPROMPT_ATLAS_FITS"] = "off"
+
 
 def run_once(subject: str, results: Path, prompts: Path, threads: int) -> dict:
     command = [sys.executable, "-m", "voxelprompt", "answer", "--subject", subject, "--input-kind", "demo",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -34,6 +35,9 @@ from voxelprompt.tasks.sampling import sample_example
 from voxelprompt.train import episodes
 from voxelprompt.train.loop import ImagedEpisodes
 from voxelprompt.train.objective import Objective
+
+# Time a first run: no atlas fit is read from the cache a previous run (or repeat) filled.
+os.environ["VOXELPROMPT_ATLAS_FITS"] = "off"
 
 
 def peak_mib() -> float:

@@ -4,14 +4,17 @@ the same way in training (from a real fit to the synthetic subject) as at infere
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from voxelprompt.core.scan import Scan
 from voxelprompt.core.volume import Volume
+from voxelprompt.imaging.register import Registration
 from voxelprompt.model.agent import ModelVision
 from voxelprompt.model.inputs import on_scan_grid, working_grid
 from voxelprompt.model.config import PRESETS
@@ -189,12 +192,18 @@ def test_a_mask_decided_on_the_working_grid_keeps_its_volume_on_a_finer_scan():
     assert mask.array.sum() * np.prod(scan.spacing_mm) == (logits > 0).sum() * np.prod(coarse.spacing_mm)
 
 
-def test_an_image_is_fitted_once_whatever_object_holds_it(monkeypatch, subject):
+def test_an_image_is_fitted_once_whatever_object_holds_it(monkeypatch, tmp_path, subject):
     """The registration baseline and every encode of a subject's T1w ask for the same fit: it is made
-    once per content, and a changed voxel, affine or modality makes a new one."""
+    once per content, and a changed voxel, affine, modality or thread count makes a new one."""
     made = []
+
+    def fitted(image, modality, threads):
+        made.append(modality)
+        return Registration(sitk.AffineTransform(3), -0.5, 10, "converged")
+
+    monkeypatch.setattr(atlas, "_fit_path", lambda key: tmp_path / "atlas-fits" / f"{key}.json")
     monkeypatch.setattr(atlas, "_fits", type(atlas._fits)())
-    monkeypatch.setattr(atlas, "_fit_atlas", lambda image, modality, threads: made.append(modality) or object())
+    monkeypatch.setattr(atlas, "_fit_atlas", fitted)
     image = subject.scans[0].volume
     first = atlas.fit_atlas(image)
     assert atlas.fit_atlas(Volume(image.array.copy(), image.affine.copy())) is first
@@ -203,7 +212,32 @@ def test_an_image_is_fitted_once_whatever_object_holds_it(monkeypatch, subject):
     changed.flat[0] += 1
     shifted = image.affine.copy()
     shifted[0, 3] += 1.0
-    for other, modality in ((Volume(changed, image.affine), "T1w"), (Volume(image.array, shifted), "T1w"),
-                            (image, "T2w")):
-        assert atlas.fit_atlas(other, modality) is not first
-    assert len(made) == 4
+    for other, modality, threads in ((Volume(changed, image.affine), "T1w", 1), (Volume(image.array, shifted), "T1w", 1),
+                                     (image, "T2w", 1), (image, "T1w", 2)):
+        assert atlas.fit_atlas(other, modality, threads) is not first
+    assert len(made) == 5
+
+
+def test_a_fit_made_by_one_process_is_read_back_by_the_next_bit_for_bit(monkeypatch, tmp_path, subject):
+    """A study run again (new prompts, a failed job) reads its fits from the cache instead of making
+    them: the stored fit maps every point exactly as the one made, and a damaged entry is made again."""
+    monkeypatch.setattr(atlas, "_fit_path", lambda key: tmp_path / "atlas-fits" / f"{key}.json")
+    monkeypatch.setattr(atlas, "_fits", type(atlas._fits)())
+    image = subject.scans[0].volume
+    made = atlas.fit_atlas(image)
+    stored = list((tmp_path / "atlas-fits").glob("*.json"))
+    assert len(stored) == 1
+    monkeypatch.setattr(atlas, "_fits", type(atlas._fits)())  # a new process
+    monkeypatch.setattr(atlas, "_fit_atlas", lambda *args: pytest.fail("the stored fit was made again"))
+    read = atlas.fit_atlas(image)
+    assert read is not made and read.metric_value == made.metric_value and read.iterations == made.iterations
+    points = np.random.default_rng(0).uniform(-100, 100, (20, 3))
+    assert all(read.transform.TransformPoint(p.tolist()) == made.transform.TransformPoint(p.tolist()) for p in points)
+    assert np.array_equal(atlas.carry_labels(image, read).array, atlas.carry_labels(image, made).array)
+
+    stored[0].write_text("{not json")
+    monkeypatch.setattr(atlas, "_fits", type(atlas._fits)())
+    remade = []
+    monkeypatch.setattr(atlas, "_fit_atlas", lambda *args: remade.append(1) or made)
+    assert atlas.fit_atlas(image) is made and remade == [1]
+    assert Registration.from_dict(json.loads(stored[0].read_text())).metric_value == made.metric_value

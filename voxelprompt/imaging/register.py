@@ -55,6 +55,21 @@ class Registration:
         """4x4 matrix mapping fixed RAS mm to moving RAS mm."""
         return transform_to_ras_matrix(self.transform)
 
+    def to_dict(self) -> dict:
+        """The fit as JSON numbers that `from_dict` turns back into the same mapping, bit for bit:
+        the transform's matrix, translation and centre (every kind `register` returns has them)."""
+        return {"matrix": list(self.transform.GetMatrix()), "translation": list(self.transform.GetTranslation()),
+                "center": list(self.transform.GetCenter()), "metric_value": self.metric_value,
+                "iterations": self.iterations, "stop_condition": self.stop_condition}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Registration:
+        affine = sitk.AffineTransform(3)
+        affine.SetMatrix([float(v) for v in data["matrix"]])
+        affine.SetTranslation([float(v) for v in data["translation"]])
+        affine.SetCenter([float(v) for v in data["center"]])
+        return cls(affine, float(data["metric_value"]), int(data["iterations"]), str(data["stop_condition"]))
+
 
 def mean_displacement_mm(points_ras: np.ndarray, matrix_a: np.ndarray, matrix_b: np.ndarray) -> float:
     """Mean distance between where two 4x4 RAS transforms send the same (N, 3) points: the

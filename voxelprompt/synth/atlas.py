@@ -19,15 +19,19 @@ preprocessing, so a scan where that fails (the head mask stands in) is aligned l
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from voxelprompt.core.errors import InputError
-from voxelprompt.core.io import check_voxels, load_volume, save_volume
+from voxelprompt.core.io import check_voxels, load_volume, save_volume, write_json
 from voxelprompt.core.scan import Scan
 from voxelprompt.core.volume import Grid, Volume
 from voxelprompt.imaging.preprocess import CROP_MARGIN_MM, MODALITIES, crop_box, preprocess
@@ -45,11 +49,14 @@ SAMPLING_FRACTION = 0.2
 METRIC_MARGIN_MM = 8.0  # the metric sees the cranial cavity and this much around it (the skull)
 MIN_EXTENT_MM = 60.0  # a head image spans more than this along every axis
 MIN_VOXELS = 8
-# Fits kept per process, keyed by the image's content: a program that encodes the same T1w with
-# other scans, the next prompt about the same subject and the registration baseline scoring a
-# subject the model has just segmented all ask for a fit that was already made.
+# Fits are kept by the image's content, in the process and on disk beside the anatomy: a program
+# that encodes the same T1w with other scans, the next prompt about a subject, the registration
+# baseline scoring a subject the model has just segmented, and a study run again with new prompts
+# all ask for a fit that was already made. The key holds everything the fit depends on (the image,
+# the settings above, the atlas, the thread count and the ITK version), so a stale fit is never read.
 FIT_CACHE_ENTRIES = 32
-_fits: OrderedDict[tuple, Registration] = OrderedDict()
+FIT_VERSION = 1  # bump when the fit's code changes in a way the settings above do not show
+_fits: OrderedDict[str, Registration] = OrderedDict()
 _OUTSIDE_CAVITY = ("background", "scalp and face", "skull")
 
 
@@ -71,21 +78,50 @@ def register_atlas(image: Volume, modality: str = "T1w", threads: int = 1) -> Vo
 
 def fit_atlas(image: Volume, modality: str = "T1w", threads: int = 1) -> Registration:
     """The affine from `image` (fixed) to the atlas (moving): image LPS point -> atlas LPS point.
-    The same voxels, affine and modality give the same fit, made once (FIT_CACHE_ENTRIES)."""
-    key = _content_key(image, modality)
+    The same voxels, affine, modality and threads give the same fit, made once (FIT_CACHE_ENTRIES
+    in the process, every one on disk under `anatomy.cache_dir()`)."""
+    key = _content_key(image, modality, threads)
     if key not in _fits:
-        _fits[key] = _fit_atlas(image, modality, threads)
+        _fits[key] = _stored_fit(key)
+        if _fits[key] is None:
+            _fits[key] = _fit_atlas(image, modality, threads)
+            _store_fit(key, _fits[key])
         while len(_fits) > FIT_CACHE_ENTRIES:
             _fits.popitem(last=False)
     _fits.move_to_end(key)
     return _fits[key]
 
 
-def _content_key(image: Volume, modality: str) -> tuple:
+def _content_key(image: Volume, modality: str, threads: int) -> str:
     voxels = np.ascontiguousarray(image.array)
-    digest = hashlib.blake2b(voxels.data, digest_size=16)
+    digest = hashlib.blake2b(voxels.data, digest_size=20)
     digest.update(np.ascontiguousarray(image.affine, dtype=np.float64).data)
-    return modality, str(voxels.dtype), voxels.shape, digest.hexdigest()
+    digest.update(repr((modality, str(voxels.dtype), voxels.shape, threads, LEVELS_MM, SMOOTHING_MM, MAX_ITERATIONS,
+                        SAMPLING_FRACTION, METRIC_MARGIN_MM, ATLAS_SOURCE, anatomy.BUILD_VERSION, FIT_VERSION,
+                        sitk.Version_VersionString())).encode())
+    return digest.hexdigest()
+
+
+def _fit_path(key: str) -> Path:
+    return anatomy.cache_dir() / "atlas-fits" / f"{key}.json"
+
+
+def _stored_fit(key: str) -> Registration | None:
+    """The fit stored under `key`, or None when there is none (or it cannot be read: it is made again).
+    VOXELPROMPT_ATLAS_FITS=off reads none, for benchmarks that time a first run."""
+    if os.environ.get("VOXELPROMPT_ATLAS_FITS") == "off":
+        return None
+    try:
+        return Registration.from_dict(json.loads(_fit_path(key).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_fit(key: str, fit: Registration) -> None:
+    try:
+        write_json(_fit_path(key), fit.to_dict())
+    except OSError:  # a read-only or full cache only costs the next process the fit
+        pass
 
 
 def _fit_atlas(image: Volume, modality: str, threads: int) -> Registration:
