@@ -7,7 +7,7 @@ from pathlib import Path
 from voxelprompt.study import inputs
 from voxelprompt.study.image_check import failure_of
 from voxelprompt.model import SHIPPED_MODEL
-from voxelprompt.study.paths import WILDCARD_CONSTRAINTS, DerivativePaths
+from voxelprompt.study.paths import WILDCARD_CONSTRAINTS, DerivativePaths, reference_entities_constraint
 
 
 # Rules run the package's CLI with the interpreter that runs Snakemake, so the workflow works from
@@ -26,6 +26,11 @@ for problem in COHORT.rejected:
 MODEL = config["model"] or str(SHIPPED_MODEL)
 EVALUATED_MODEL = config["evaluation"]["model"] or MODEL
 SUBJECTS = COHORT.subjects()
+REFERENCE_ENTITIES = reference_entities_constraint(
+    COHORT.reference_image(subject, config["coregistration"]["reference_modality"],
+                           config["coregistration"]["reference_session"])
+    for subject in SUBJECTS
+)
 
 
 wildcard_constraints:
@@ -49,15 +54,6 @@ def raw_image(wildcards):
     (with an error naming the file) instead of stopping the whole workflow at DAG construction."""
     path = image_row(wildcards)["path"]
     return path if config["input"]["kind"] == "demo" or Path(path).exists() else []
-
-
-def reference_raw_image(wildcards):
-    """The raw image of a subject's reference image (`raw_image`). Any other image gets an input that
-    no rule makes, so that Snakemake drops this rule for it and its files are made by `preprocess`
-    and `coregister` (an exception here would do the same, but Snakemake prints every one it meets)."""
-    if image_row(wildcards)["image_id"] != reference_row(wildcards)["image_id"]:
-        return paths.never_made(f"{wildcards.entities}_{wildcards.suffix} is not the subject reference")
-    return raw_image(wildcards)
 
 
 def subject_space_options(wildcards, output):

@@ -32,12 +32,11 @@ rule preprocess:
 
 # A subject's reference image defines subject space: its own preprocessing job also writes its
 # subject-space derivatives (itself, an identity transform and their records), where a co-registration
-# job would have started only to align the image with itself. The rule is preferred for the files it
-# shares with `preprocess` and `coregister`; for any other image its input function declines the job
-# and Snakemake falls back to those rules.
+# job would have started only to align the image with itself. Its wildcard constraint lets the rule
+# match the reference images' files only; for those it is preferred to `preprocess` and `coregister`.
 use rule preprocess as preprocess_reference with:
     input:
-        reference_raw_image,
+        raw_image,
     output:
         image=paths.preprocessed_image(),
         mask=paths.cranial_cavity_mask(),
@@ -53,6 +52,8 @@ use rule preprocess as preprocess_reference with:
         modality=lambda wildcards: image_row(wildcards)["modality"],
         orientation=orientation_option(),
         subject_space=subject_space_options,
+    wildcard_constraints:
+        entities=REFERENCE_ENTITIES,
 
 
 ruleorder: preprocess_reference > preprocess

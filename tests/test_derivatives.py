@@ -4,12 +4,13 @@ dataset's description."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from voxelprompt.study import derivatives
-from voxelprompt.study.paths import DerivativePaths, dataset_relative, sidecar
+from voxelprompt.study.paths import DerivativePaths, dataset_relative, reference_entities_constraint, sidecar
 
 ROW = {"subject_path": "sub-01/ses-02", "datatype": "anat", "entities": "sub-01_ses-02_acq-lowres", "suffix": "T1w"}
 
@@ -50,3 +51,28 @@ def test_description_and_bidsignore(tmp_path):
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "VoxelPrompt"
     ignored = (tmp_path / "results/.bidsignore").read_text().splitlines()
     assert "/work" in ignored and "/qc" in ignored and "*.parquet" in ignored
+
+
+def test_the_reference_constraint_matches_every_derivative_of_a_reference_and_nothing_else():
+    references = [{"entities": "sub-01_ses-01", "suffix": "T1w"}, {"entities": "sub-02", "suffix": "FLAIR"}]
+    entities = reference_entities_constraint(references)
+    paths = DerivativePaths("results")
+    patterns = [paths.preprocessed_image(), paths.preprocess_record(), paths.cranial_cavity_mask(),
+                paths.coregistered_image(), paths.transform(), paths.registration_record()]
+
+    def matches(row: dict) -> list[bool]:
+        image = {"subject_path": row["entities"].replace("_", "/"), "datatype": "anat", **row}
+        found = []
+        for pattern in patterns:
+            regex = re.escape(pattern).replace(r"\{entities\}", f"(?:{entities})")
+            for key, value in (("subject_path", r"[^/]+(?:/[^/]+)?"), ("datatype", "anat"), ("suffix", "T1w|FLAIR")):
+                regex = regex.replace(rf"\{{{key}\}}", f"(?:{value})")
+            found.append(re.fullmatch(regex, pattern.format(**image)) is not None)
+        return found
+
+    assert all(matches({"entities": "sub-01_ses-01", "suffix": "T1w"}))
+    assert all(matches({"entities": "sub-02", "suffix": "FLAIR"}))
+    for other in ({"entities": "sub-01_ses-01", "suffix": "FLAIR"}, {"entities": "sub-01_ses-01_acq-lowres", "suffix": "T1w"},
+                  {"entities": "sub-02", "suffix": "T1w"}, {"entities": "sub-01_ses-02", "suffix": "T1w"}):
+        assert not any(matches(other)), other
+    assert re.fullmatch(reference_entities_constraint([]), "sub-01") is None

@@ -97,6 +97,23 @@ def test_dry_run_of_the_demo_plans_every_subject(workdir):
                       "describe_derivatives": 1, "all": 1, "total": 11}
 
 
+@pytest.mark.parametrize("rule, image", [
+    ("coregister", "subject_path=sub-01/ses-01,datatype=anat,entities=sub-01_ses-01,suffix=FLAIR"),
+    ("coregister", "subject_path=sub-01/ses-02,datatype=anat,entities=sub-01_ses-02,suffix=T1w"),
+    ("preprocess", "subject_path=sub-01/ses-02,datatype=anat,entities=sub-01_ses-02,suffix=T1w"),
+    ("preprocess_reference", "subject_path=sub-01/ses-01,datatype=anat,entities=sub-01_ses-01,suffix=T1w"),
+])
+def test_a_cluster_job_finds_exactly_its_own_rule(workdir, rule, image):
+    """A SLURM job runs Snakemake again on the node for its one job (`--mode remote`), which resolves
+    its outputs without the DAG that chose the rule: only one rule may match them. A rule that
+    declined other images by an input no rule makes still matched their files there
+    (AmbiguousRuleException for every co-registration of the demo under SLURM)."""
+    result = snakemake(workdir, "-n", "--target-jobs", f"{rule}:{image}", "--allowed-rules", rule, "--force",
+                       "--cores", "1", "--mode", "remote", "--nolock", "--ignore-incomplete")
+    assert result.returncode == 0 and "Ambiguous" not in result.stdout + result.stderr, result.stderr[-2000:]
+    assert _job_counts(result.stdout + result.stderr)[rule] == 1
+
+
 def test_dry_run_of_a_samples_table(workdir):
     result = snakemake(workdir, "-n", "--cores", "2", "--config", "input={kind: samples, path: config/samples.tsv}")
     assert result.returncode == 0, result.stderr

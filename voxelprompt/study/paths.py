@@ -25,7 +25,7 @@ Workflow state that is not a derivative lives under `work/` (listed in the folde
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from voxelprompt.core.errors import InputError
@@ -100,11 +100,6 @@ class DerivativePaths:
         return self.bids(image, suffix, ".nii.gz", space=_image_ids(image)["suffix"], label=entity_value(output),
                          desc=entity_value(prompt_id))
 
-    def never_made(self, why: str) -> str:
-        """A path no rule makes and nothing writes: the input by which a rule declines a job that
-        another rule makes instead (Snakemake drops a candidate rule whose input cannot be made)."""
-        return f"{self.output_dir}/work/never-made/{entity_value(why)}"
-
     # --- the study ------------------------------------------------------------------------------
     def table(self, name: str) -> str:
         return f"{self.output_dir}/{name}.parquet"
@@ -139,6 +134,17 @@ class DerivativePaths:
 
     def study_log(self, stage: str) -> str:
         return f"{self.log_dir}/{stage}.log"
+
+
+def reference_entities_constraint(references: Iterable[Mapping[str, str]]) -> str:
+    """The `entities` wildcard constraint under which a rule matches the derivatives of these images
+    (each subject's reference) and of no other image: the image's entities, followed somewhere in
+    the file name by its own suffix (`_desc-preproc_T1w.`, `_space-T1w_`, `_from-T1w_`). A rule
+    that only declined other images in its input function would still match their files, and a
+    cluster job, which resolves its one rule again on the node, finds two rules for one file."""
+    alternatives = sorted({rf"{re.escape(row['entities'])}(?=_[^/]*[_-]{re.escape(row['suffix'])}[._])"
+                           for row in references})
+    return "|".join(alternatives) if alternatives else "(?!)"  # no image: a pattern that never matches
 
 
 def _image_file_stem(image: Mapping[str, str] | None) -> str:
