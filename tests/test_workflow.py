@@ -99,8 +99,6 @@ def test_dry_run_of_the_demo_plans_every_subject(workdir):
 
 @pytest.mark.parametrize("rule, image", [
     ("coregister", "subject_path=sub-01/ses-01,datatype=anat,entities=sub-01_ses-01,suffix=FLAIR"),
-    ("coregister", "subject_path=sub-01/ses-02,datatype=anat,entities=sub-01_ses-02,suffix=T1w"),
-    ("preprocess", "subject_path=sub-01/ses-02,datatype=anat,entities=sub-01_ses-02,suffix=T1w"),
     ("preprocess_reference", "subject_path=sub-01/ses-01,datatype=anat,entities=sub-01_ses-01,suffix=T1w"),
 ])
 def test_a_cluster_job_finds_exactly_its_own_rule(workdir, rule, image):
