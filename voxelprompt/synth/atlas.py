@@ -55,7 +55,9 @@ MIN_VOXELS = 8
 # all ask for a fit that was already made. The key holds everything the fit depends on (the image,
 # the settings above, the atlas, the thread count and the ITK version), so a stale fit is never read.
 FIT_CACHE_ENTRIES = 32
-FIT_VERSION = 1  # bump when the fit's code changes in a way the settings above do not show
+# Bump when the fit's code, or the preprocessing and registration code it calls, changes in a way
+# the settings above do not show.
+FIT_VERSION = 1
 _fits: OrderedDict[str, Registration] = OrderedDict()
 _OUTSIDE_CAVITY = ("background", "scalp and face", "skull")
 
@@ -81,15 +83,15 @@ def fit_atlas(image: Volume, modality: str = "T1w", threads: int = 1) -> Registr
     The same voxels, affine, modality and threads give the same fit, made once (FIT_CACHE_ENTRIES
     in the process, every one on disk under `anatomy.cache_dir()`)."""
     key = _content_key(image, modality, threads)
-    if key not in _fits:
-        _fits[key] = _stored_fit(key)
-        if _fits[key] is None:
-            _fits[key] = _fit_atlas(image, modality, threads)
-            _store_fit(key, _fits[key])
-        while len(_fits) > FIT_CACHE_ENTRIES:
-            _fits.popitem(last=False)
+    fit = _fits.get(key) or _stored_fit(key)
+    if fit is None:
+        fit = _fit_atlas(image, modality, threads)
+        _store_fit(key, fit)
+    _fits[key] = fit
     _fits.move_to_end(key)
-    return _fits[key]
+    while len(_fits) > FIT_CACHE_ENTRIES:
+        _fits.popitem(last=False)
+    return fit
 
 
 def _content_key(image: Volume, modality: str, threads: int) -> str:

@@ -13,9 +13,9 @@ parameters, no lesions.
 from __future__ import annotations
 
 from voxelprompt.evaluation.scoring import dice
-from voxelprompt.synth.labels import LARGE_STRUCTURES
 from voxelprompt.study.labelled import subject_of
 from voxelprompt.synth.atlas import register_atlas
+from voxelprompt.synth.labels import LARGE_STRUCTURES
 from voxelprompt.tasks.subjects import TaskSubject
 from voxelprompt.tasks.truth import target_mask
 
